@@ -1,0 +1,76 @@
+"""``create_app``: the Litestar application, its state and its routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.handlers import get
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+
+from metering.api.health import HealthController, metrics_handler
+from metering.api.metrics import Metrics
+from metering.api.middleware import request_id_middleware
+from metering.api.problems import on_http_exception, on_problem, on_unexpected
+from metering.db import Database, create_database
+from metering.errors import Problem
+from metering.events.controller import EventController
+from metering.logging import configure_logging
+from metering.pricing.service import PriceCatalog
+from metering.settings import Settings, load_settings
+from metering.tokens.controller import TokenController
+
+
+def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Litestar:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    metrics = Metrics()
+    prices = PriceCatalog.from_file(settings.pricing_file)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        owned = db is None
+        app.state.db = db or create_database(settings.database_url)
+        await prices.refresh(app.state.db)
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.db.dispose()
+
+    async def after_insert(session, rows) -> None:  # type: ignore[no-untyped-def]
+        """Hook for domains that derive state from new events (usage intervals)."""
+
+    state = State({"settings": settings, "metrics": metrics, "prices": prices, "after_insert": after_insert})
+    return Litestar(
+        route_handlers=[
+            HealthController,
+            get("/metrics", operation_id="metrics", include_in_schema=True, summary="Prometheus metrics")(
+                metrics_handler
+            ),
+            TokenController,
+            EventController,
+        ],
+        state=state,
+        lifespan=[lifespan],
+        middleware=[request_id_middleware(metrics)],
+        exception_handlers={Problem: on_problem, HTTPException: on_http_exception, Exception: on_unexpected},
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="metering",
+            version="1.0.0",
+            path="/schema",
+            render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
+        ),
+        logging_config=None,
+        debug=False,
+    )
+
+
+def app_from_env() -> Litestar:
+    """Factory for ASGI servers (``uvicorn --factory metering.api.app:app_from_env``)."""
+    return create_app()

@@ -1,0 +1,51 @@
+"""Request id, access log and latency metrics for every HTTP request."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from metering.api.metrics import Metrics
+from metering.logging import get_logger
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+log = get_logger("metering.access")
+
+
+def request_id_middleware(metrics: Metrics):  # type: ignore[no-untyped-def]
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+            request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+            status = 500
+            started = time.perf_counter()
+
+            async def send_with_id(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                await send(message)
+
+            with structlog.contextvars.bound_contextvars(request_id=request_id):
+                try:
+                    await app(scope, receive, send_with_id)
+                finally:
+                    elapsed = time.perf_counter() - started
+                    handler = scope.get("route_handler")
+                    route = next(iter(handler.paths)) if handler is not None else "unmatched"
+                    metrics.requests.labels(scope["method"], route, str(status)).observe(elapsed)
+                    # The query string is left out: only paths and ids are logged, never secrets.
+                    log.info("request", method=scope["method"], path=scope["path"], status=status,
+                             duration_ms=round(elapsed * 1000, 3))
+
+        return middleware
+
+    return factory

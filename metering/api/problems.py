@@ -1,0 +1,60 @@
+"""Every error leaves the service as RFC 9457 problem details."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from metering.errors import Problem, field_error
+from metering.logging import get_logger
+
+PROBLEM_JSON = "application/problem+json"
+log = get_logger(__name__)
+
+
+def problem_response(
+    status: int, detail: str, errors: list[dict[str, Any]] | None = None, slug: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[bytes]:
+    title = HTTPStatus(status).phrase
+    body = {
+        "type": f"https://metering.dev/problems/{slug or title.lower().replace(' ', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "errors": errors or [],
+    }
+    return Response(
+        content=msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def on_problem(_: Request, exc: Problem) -> Response[bytes]:
+    return problem_response(exc.status, exc.detail, exc.errors, exc.slug)
+
+
+def _validation_errors(extra: Any) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = []
+    for item in extra if isinstance(extra, list) else []:
+        if isinstance(item, dict):
+            errors.append(field_error(str(item.get("message", "invalid")), item.get("key")))
+    return errors
+
+
+def on_http_exception(_: Request, exc: HTTPException) -> Response[bytes]:
+    if isinstance(exc, ValidationException):
+        # Litestar's own parameter validation: a well-formed request with a bad value.
+        errors = _validation_errors(exc.extra)
+        status = 400 if "JSON" in (exc.detail or "") else 422
+        return problem_response(status, exc.detail or "invalid request", errors)
+    return problem_response(exc.status_code, exc.detail or HTTPStatus(exc.status_code).phrase,
+                            headers=getattr(exc, "headers", None))
+
+
+def on_unexpected(request: Request, exc: Exception) -> Response[bytes]:
+    log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
+    return problem_response(500, "internal error; it has been logged")

@@ -1,0 +1,138 @@
+"""Settings: defaults, then a TOML file, then ``METERING_*`` environment overrides.
+
+The file is ``config/settings.toml`` or the one named by ``METERING_CONFIG``; keys it
+leaves out keep their defaults.  ``METERING_BILLING__PERIOD=day`` sets ``billing.period``
+(a double underscore separates nested keys).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+DEFAULT_CONFIG = Path("config/settings.toml")
+
+
+class BillingSettings(msgspec.Struct, forbid_unknown_fields=True):
+    period: Literal["month", "week", "day"] = "month"
+    grace_seconds: int = 3600
+
+
+class SchedulerSettings(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    settlement_recheck_seconds: int = 15
+    billing_interval_seconds: int = 300
+    report_interval_seconds: int = 900
+    lease_seconds: int = 300
+
+
+class NetworkSettings(msgspec.Struct, forbid_unknown_fields=True):
+    rpc_url: str
+    usdc: str
+    eip712_name: str = "USD Coin"
+    eip712_version: str = "2"
+    receivers: list[str] = msgspec.field(default_factory=list)
+    finality: str = "safe"
+    rpc_timeout_seconds: int = 10
+
+
+class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True):
+    url: str
+    secret_env: str = "METERING_WEBHOOK_SECRET"
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True):
+    database_url: str = "sqlite+aiosqlite:///./data/metering.db"
+    reports_dir: str = "./data/reports"
+    pricing_file: str = "config/pricing.toml"
+    admin_token: str | None = None
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "INFO"
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_batch_events: int = 10_000
+    max_future_seconds: int = 300
+    request_timeout_seconds: int = 30
+    billing: BillingSettings = msgspec.field(default_factory=BillingSettings)
+    scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
+    networks: dict[str, NetworkSettings] = msgspec.field(
+        default_factory=lambda: {
+            "eip155:8453": NetworkSettings(
+                rpc_url="https://mainnet.base.org",
+                usdc="0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
+                eip712_name="USD Coin",
+            ),
+            "eip155:84532": NetworkSettings(
+                rpc_url="https://sepolia.base.org",
+                usdc="0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+                eip712_name="USDC",
+            ),
+        }
+    )
+    webhooks: list[WebhookSettings] = msgspec.field(default_factory=list)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be used; the message says which key."""
+
+
+def _env_value(raw: str) -> Any:
+    # Lists and tables can be given as JSON; everything else stays a string and
+    # msgspec converts it (lax mode turns "3600" into 3600 and "false" into False).
+    if raw[:1] in "[{":
+        try:
+            return msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            return raw
+    return raw
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith("METERING_") or name == "METERING_CONFIG":
+            continue
+        path = name[len("METERING_") :].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _env_value(raw)
+    return out
+
+
+def load_settings(
+    path: str | Path | None = None, environ: dict[str, str] | None = None, **overrides: Any
+) -> Settings:
+    environ = dict(os.environ if environ is None else environ)
+    config_path = Path(path or environ.get("METERING_CONFIG") or DEFAULT_CONFIG)
+    doc: dict[str, Any] = {}
+    if config_path.exists():
+        with config_path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    elif path or environ.get("METERING_CONFIG"):
+        raise SettingsError(f"config file not found: {config_path}")
+    # Environment variables that are not settings (METERING_WEBHOOK_SECRET, say)
+    # are secrets read elsewhere, not typos, so they are skipped rather than refused.
+    env = {k: v for k, v in env_overrides(environ).items() if k in Settings.__struct_fields__}
+    merged = _merge(_merge(_merge(msgspec.to_builtins(Settings()), doc), env), overrides)
+    try:
+        return msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"invalid settings: {exc}") from exc

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install what is needed and run the whole test suite, on SQLite and on PostgreSQL.
+# Extra arguments go to pytest, e.g. scripts/test.sh -k events
+set -euo pipefail
+source "$(dirname "$0")/bootstrap.sh" "[test]"
+# anvil (a local EVM) and solc (to compile the test token) come from npm.
+if [ ! -x node_modules/.bin/anvil ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+# PostgreSQL at 127.0.0.1:5432 (database `test`); start the local cluster if it is down.
+if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  if command -v pg_ctlcluster >/dev/null; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+fi
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,138 @@
+"""Compile the test contracts with solc-js (node_modules/solc), offline.
+
+The artifact (abi, creation bytecode, runtime bytecode, storage layout) is
+cached as JSON under ``tests/chain/build/`` keyed by a hash of the source,
+the compiler settings and the installed solc version, so repeated test runs
+do not spawn node at all.
+
+Usage from code::
+
+    from tests.chain.compile import compile_contract
+    art = compile_contract("TestUSDC")
+    art["abi"], art["bytecode"], art["deployed_bytecode"], art["storage_layout"]
+
+Or from a shell: ``python -m tests.chain.compile TestUSDC``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+CHAIN_DIR = Path(__file__).resolve().parent
+REPO_ROOT = CHAIN_DIR.parent.parent
+CONTRACTS_DIR = CHAIN_DIR / "contracts"
+BUILD_DIR = CHAIN_DIR / "build"
+NODE_MODULES = REPO_ROOT / "node_modules"
+SOLC_JS = CHAIN_DIR / "solc_compile.js"
+
+# Base is on Cancun+ semantics; keep the bytecode portable across anvil hardforks.
+EVM_VERSION = "cancun"
+OPTIMIZER_RUNS = 200
+
+
+class CompileError(RuntimeError):
+    pass
+
+
+def _solc_version() -> str:
+    pkg = NODE_MODULES / "solc" / "package.json"
+    if not pkg.exists():
+        raise CompileError(
+            f"solc-js is not installed ({pkg} missing). Run `npm ci` in {REPO_ROOT}."
+        )
+    return json.loads(pkg.read_text())["version"]
+
+
+def _standard_input(source_name: str, source: str) -> dict[str, Any]:
+    return {
+        "language": "Solidity",
+        "sources": {source_name: {"content": source}},
+        "settings": {
+            "optimizer": {"enabled": True, "runs": OPTIMIZER_RUNS},
+            "evmVersion": EVM_VERSION,
+            "outputSelection": {
+                "*": {
+                    "*": [
+                        "abi",
+                        "evm.bytecode.object",
+                        "evm.deployedBytecode.object",
+                        "storageLayout",
+                    ]
+                }
+            },
+        },
+    }
+
+
+def compile_contract(name: str = "TestUSDC", *, force: bool = False) -> dict[str, Any]:
+    """Return the artifact of contract ``name`` from ``contracts/<name>.sol``.
+
+    Keys: ``contract``, ``abi`` (list), ``bytecode`` / ``deployed_bytecode``
+    (0x-prefixed hex), ``storage_layout`` (solc storageLayout dict),
+    ``solc_version``, ``source_hash``.
+    """
+    src_path = CONTRACTS_DIR / f"{name}.sol"
+    source = src_path.read_text()
+    solc_version = _solc_version()
+    std_input = _standard_input(src_path.name, source)
+    key = hashlib.sha256(
+        json.dumps([std_input, solc_version], sort_keys=True).encode()
+    ).hexdigest()[:16]
+    out_path = BUILD_DIR / f"{name}-{key}.json"
+    if out_path.exists() and not force:
+        return json.loads(out_path.read_text())
+
+    node = shutil.which("node")
+    if node is None:
+        raise CompileError("`node` is not on PATH; it is needed to run solc-js")
+    proc = subprocess.run(
+        [node, str(SOLC_JS)],
+        input=json.dumps(std_input),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        raise CompileError(f"solc-js failed ({proc.returncode}): {proc.stderr.strip()}")
+    output = json.loads(proc.stdout)
+    errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
+    if errors:
+        raise CompileError("\n".join(e.get("formattedMessage", str(e)) for e in errors))
+    contract = output["contracts"][src_path.name][name]
+    artifact = {
+        "contract": name,
+        "source_hash": hashlib.sha256(source.encode()).hexdigest(),
+        "solc_version": solc_version,
+        "evm_version": EVM_VERSION,
+        "abi": contract["abi"],
+        "bytecode": "0x" + contract["evm"]["bytecode"]["object"],
+        "deployed_bytecode": "0x" + contract["evm"]["deployedBytecode"]["object"],
+        "storage_layout": contract.get("storageLayout", {}),
+    }
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(artifact, indent=1))
+    tmp.replace(out_path)  # atomic: safe with pytest-xdist workers
+    return artifact
+
+
+def storage_slot(artifact: dict[str, Any], label: str) -> int:
+    """Slot number of the state variable ``label`` per solc's storage layout."""
+    for item in artifact["storage_layout"].get("storage", []):
+        if item["label"] == label:
+            return int(item["slot"])
+    raise KeyError(f"no state variable {label!r} in {artifact['contract']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    for n in sys.argv[1:] or ["TestUSDC"]:
+        art = compile_contract(n, force=True)
+        print(n, art["solc_version"], len(art["deployed_bytecode"]) // 2 - 1, "bytes runtime")
