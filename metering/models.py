@@ -5,7 +5,8 @@ from sqlmodel import SQLModel
 from metering.events.models import Event
 from metering.pricing.models import PriceVersionRow
 from metering.tokens.models import ApiToken
+from metering.usage.models import UsageExtension, UsageInterval
 
 metadata = SQLModel.metadata
 
-__all__ = ["ApiToken", "Event", "PriceVersionRow", "metadata"]
+__all__ = ["ApiToken", "Event", "PriceVersionRow", "UsageExtension", "UsageInterval", "metadata"]

@@ -20,9 +20,12 @@ from metering.db import Database, create_database
 from metering.errors import Problem
 from metering.events.controller import EventController
 from metering.logging import configure_logging
+from metering.pricing.controller import PriceController
 from metering.pricing.service import PriceCatalog
 from metering.settings import Settings, load_settings
 from metering.tokens.controller import TokenController
+from metering.usage.controller import UsageController
+from metering.usage.derive import after_insert as derive_usage
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Litestar:
@@ -42,10 +45,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             if owned:
                 await app.state.db.dispose()
 
-    async def after_insert(session, rows) -> None:  # type: ignore[no-untyped-def]
-        """Hook for domains that derive state from new events (usage intervals)."""
-
-    state = State({"settings": settings, "metrics": metrics, "prices": prices, "after_insert": after_insert})
+    state = State({"settings": settings, "metrics": metrics, "prices": prices, "after_insert": derive_usage})
     return Litestar(
         route_handlers=[
             HealthController,
@@ -54,6 +54,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             ),
             TokenController,
             EventController,
+            PriceController,
+            UsageController,
         ],
         state=state,
         lifespan=[lifespan],

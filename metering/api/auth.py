@@ -10,7 +10,7 @@ from metering.tokens.service import Principal, authenticate
 
 
 async def require_scope(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    scope: str = handler.opt["scope"]
+    scope: str | None = handler.opt.get("scope")  # None: any valid token
     header = connection.headers.get("authorization", "")
     kind, _, token = header.partition(" ")
     if kind.lower() != "bearer" or not token.strip():
@@ -19,7 +19,7 @@ async def require_scope(connection: ASGIConnection, handler: BaseRouteHandler) -
     principal = await authenticate(state.db, token.strip(), state.settings.admin_token)
     if principal is None:
         raise Unauthorized("the token is unknown or revoked")
-    if not principal.allows(scope):
+    if scope is not None and not principal.allows(scope):
         raise Forbidden(f"the token lacks the {scope!r} scope")
     connection.state.principal = principal
 

@@ -65,6 +65,12 @@ class PriceCatalog:
         existing = (await self.refresh(db)).at(version.effective_from)
         if existing is not None and existing.effective_from == version.effective_from:
             raise _taken()
+        # Intervals running across the change are priced piecewise, so every template
+        # the previous version prices must stay priced.
+        missing = sorted(set(existing.prices) - set(version.prices)) if existing else []
+        if missing:
+            raise Invalid("a new version must keep pricing every template",
+                          [field_error(f"missing {t}", f"prices.{t}") for t in missing])
         row = PriceVersionRow(
             effective_from=version.effective_from,
             document=msgspec.json.encode(price_version_to_doc(version)).decode(),

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from litestar import Controller, Request, get
+from litestar.params import FromPath, FromQuery
+
+from metering.api.auth import ensure_workspace, require_scope
+from metering.api.params import choice_param, range_params, time_param
+from metering.core.money import format_money, format_seconds, round_micro
+from metering.core.periods import WINDOWS
+from metering.core.timeutil import format_time
+from metering.db.base import now_us
+from metering.errors import Invalid, field_error
+from metering.events.schemas import ID_PATTERN
+from metering.usage.compute import GROUP_FIELDS, aggregate
+from metering.usage.service import load_usage_rows
+
+
+def group_by_param(value: str | None) -> tuple[str, ...]:
+    if value is None or value.strip() == "":
+        return ("template",)
+    parts = [p.strip() for p in value.split(",")]
+    bad = [p for p in parts if p not in GROUP_FIELDS]
+    if bad or len(set(parts)) != len(parts):
+        raise Invalid("group_by is invalid",
+                      [field_error(f"must be a comma list of distinct {', '.join(GROUP_FIELDS)}", "group_by")])
+    return tuple(parts)
+
+
+class UsageController(Controller):
+    path = "/v1/workspaces/{workspace_id:str}/usage"
+    tags = ["usage"]
+    guards = [require_scope]
+    opt = {"scope": "usage:read"}
+
+    @get(operation_id="getUsage", summary="Usage of one workspace over [start, end)")
+    async def usage(
+        self,
+        request: Request,
+        workspace_id: FromPath[str],
+        start: FromQuery[str | None] = None,
+        end: FromQuery[str | None] = None,
+        group_by: FromQuery[str | None] = None,
+        window: FromQuery[str | None] = None,
+        as_of: FromQuery[str | None] = None,
+    ) -> dict:
+        ensure_workspace(request.state.principal, workspace_id)
+        if not ID_PATTERN.fullmatch(workspace_id):
+            raise Invalid("workspace_id is invalid", [field_error("is not a valid id", "workspace_id")])
+        start_us, end_us = range_params(start, end)
+        groups = group_by_param(group_by)
+        window = choice_param("window", window, WINDOWS)
+        as_of_us = time_param("as_of", as_of)
+        if as_of_us is None:
+            as_of_us = now_us()
+
+        db = request.app.state.db
+        book = await request.app.state.prices.refresh(db)
+        async with db.read() as session:
+            intervals, extensions = await load_usage_rows(session, workspace_id, start_us, end_us)
+        buckets = aggregate(intervals, extensions, book, start=start_us, end=end_us, as_of=as_of_us,
+                            group_by=groups, window=window)
+        items = []
+        for key, bucket in buckets.items():
+            item: dict = {name: (format_time(value) if name == "window_start" else value) for name, value in key}
+            item.update(
+                running_seconds=format_seconds(bucket.running_us),
+                running_amount=format_money(round_micro(bucket.running)),
+                extensions=bucket.extensions,
+                extension_amount=format_money(round_micro(bucket.extension)),
+                amount=format_money(round_micro(bucket.amount)),
+            )
+            items.append(item)
+        total = sum((b.amount for b in buckets.values()), start=0)
+        return {
+            "workspace_id": workspace_id,
+            "start": format_time(start_us),
+            "end": format_time(end_us),
+            "as_of": format_time(as_of_us),
+            "currency": "USD",
+            "items": items,
+            "total": format_money(round_micro(total)),
+        }

@@ -1,0 +1,48 @@
+"""What the events bill, kept up to date at ingest so queries never rescan events.
+
+Intervals are stored split at UTC month boundaries: a query for any range then reads
+only the pieces that start inside the months it touches (one index range), plus the
+few still-open pieces.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Index
+from sqlmodel import Field, SQLModel
+
+from metering.db.base import bigint_pk
+
+
+class UsageInterval(SQLModel, table=True):
+    __tablename__ = "usage_intervals"
+    __table_args__ = (
+        Index("ix_usage_intervals_ws_start", "workspace_id", "start"),
+        Index("ix_usage_intervals_ws_end", "workspace_id", "end"),
+        Index("ix_usage_intervals_ws_sandbox", "workspace_id", "sandbox_id"),
+        Index("ix_usage_intervals_start", "start"),
+    )
+
+    id: int | None = bigint_pk()
+    workspace_id: str = Field(max_length=128)
+    deployment_id: str = Field(max_length=128)
+    sandbox_id: str = Field(max_length=128)
+    template: str = Field(max_length=128)
+    start: int = Field(sa_type=BigInteger)
+    end: int | None = Field(default=None, sa_type=BigInteger)  # None: still running
+
+
+class UsageExtension(SQLModel, table=True):
+    __tablename__ = "usage_extensions"
+    __table_args__ = (
+        Index("ix_usage_extensions_ws_time", "workspace_id", "time"),
+        Index("ix_usage_extensions_ws_sandbox", "workspace_id", "sandbox_id"),
+        Index("ix_usage_extensions_time", "time"),
+    )
+
+    id: int | None = bigint_pk()
+    workspace_id: str = Field(max_length=128)
+    deployment_id: str = Field(max_length=128)
+    sandbox_id: str = Field(max_length=128)
+    template: str = Field(max_length=128)
+    time: int = Field(sa_type=BigInteger)
+    count: int  # 15-minute extensions

@@ -1,0 +1,53 @@
+"""Reading one workspace's billable rows for a time range, through the indexes."""
+
+from __future__ import annotations
+
+from sqlalchemy import Select, and_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from metering.core.periods import floor_to
+from metering.usage.compute import StoredExtension, StoredInterval
+from metering.usage.models import UsageExtension, UsageInterval
+
+INTERVALS = UsageInterval.__table__
+EXTENSIONS = UsageExtension.__table__
+_IV_COLS = (INTERVALS.c.workspace_id, INTERVALS.c.deployment_id, INTERVALS.c.sandbox_id,
+            INTERVALS.c.template, INTERVALS.c.start, INTERVALS.c.end)
+_EXT_COLS = (EXTENSIONS.c.workspace_id, EXTENSIONS.c.deployment_id, EXTENSIONS.c.sandbox_id,
+             EXTENSIONS.c.template, EXTENSIONS.c.time, EXTENSIONS.c.count)
+
+
+def intervals_query(workspace_id: str, start: int, end: int) -> Select:
+    """Closed pieces starting in the months the range touches, plus the pieces still open.
+
+    Stored pieces never cross a month boundary (usage.derive), so a closed piece that
+    overlaps ``[start, end)`` starts in the month of ``start`` or later: both halves are
+    one index range each, whatever the workspace's history.
+    """
+    closed = select(*_IV_COLS).where(
+        INTERVALS.c.workspace_id == workspace_id,
+        INTERVALS.c.start >= floor_to(start, "month"),
+        INTERVALS.c.start < end,
+        INTERVALS.c.end.is_not(None),
+        INTERVALS.c.end > start,
+    )
+    still_open = select(*_IV_COLS).where(
+        INTERVALS.c.workspace_id == workspace_id,
+        INTERVALS.c.end.is_(None),
+        INTERVALS.c.start < end,
+    )
+    return closed.union_all(still_open)
+
+
+def extensions_query(workspace_id: str, start: int, end: int) -> Select:
+    return select(*_EXT_COLS).where(
+        and_(EXTENSIONS.c.workspace_id == workspace_id, EXTENSIONS.c.time >= start, EXTENSIONS.c.time < end)
+    )
+
+
+async def load_usage_rows(
+    session: AsyncSession, workspace_id: str, start: int, end: int
+) -> tuple[list[StoredInterval], list[StoredExtension]]:
+    intervals = [StoredInterval(*row) for row in await session.execute(intervals_query(workspace_id, start, end))]
+    extensions = [StoredExtension(*row) for row in await session.execute(extensions_query(workspace_id, start, end))]
+    return intervals, extensions

@@ -1,0 +1,44 @@
+"""A workspace-month usage query reads that workspace's rows through indexes."""
+
+from sqlalchemy import insert, text
+
+from metering.core.timeutil import parse_time
+from metering.usage.models import UsageExtension, UsageInterval
+from metering.usage.service import extensions_query, intervals_query
+
+HOUR = 3_600_000_000
+
+
+async def explain(db, stmt) -> str:
+    async with db.read() as session:
+        sql = str(stmt.compile(dialect=session.bind.dialect, compile_kwargs={"literal_binds": True}))
+        prefix = "EXPLAIN QUERY PLAN " if db.is_sqlite else "EXPLAIN "
+        rows = (await session.execute(text(prefix + sql))).all()
+    return "\n".join(str(r[-1]) for r in rows)
+
+
+async def test_usage_query_uses_workspace_indexes(db):
+    base = parse_time("2025-01-01T00:00:00Z")
+    intervals, extensions = [], []
+    for ws in range(200):
+        for i in range(100):
+            start = base + i * 24 * HOUR
+            owner = {"workspace_id": f"ws_{ws}", "deployment_id": "d", "sandbox_id": f"s{i}", "template": "giga-mini"}
+            intervals.append({**owner, "start": start, "end": start + HOUR})
+            extensions.append({**owner, "time": start, "count": 1})
+    async with db.write() as session:
+        await session.execute(insert(UsageInterval.__table__), intervals)
+        await session.execute(insert(UsageExtension.__table__), extensions)
+    async with db.write() as session:
+        await session.execute(text("ANALYZE"))
+
+    start, end = parse_time("2025-02-01T00:00:00Z"), parse_time("2025-03-01T00:00:00Z")
+    iv_plan = await explain(db, intervals_query("ws_7", start, end))
+    ext_plan = await explain(db, extensions_query("ws_7", start, end))
+    if db.is_sqlite:
+        assert "ix_usage_intervals_ws_start" in iv_plan and "ix_usage_intervals_ws_end" in iv_plan, iv_plan
+        assert "ix_usage_extensions_ws_time" in ext_plan, ext_plan
+        assert "SCAN usage_intervals" not in iv_plan.replace("USING INDEX", "")
+    else:
+        assert "Seq Scan" not in iv_plan and "ix_usage_intervals_ws_" in iv_plan, iv_plan
+        assert "Seq Scan" not in ext_plan and "ix_usage_extensions_ws_time" in ext_plan, ext_plan
