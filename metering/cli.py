@@ -63,6 +63,33 @@ def _tokens_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _billing_run(settings: Settings, args: argparse.Namespace) -> int:
+    from metering.core.timeutil import format_time, parse_time
+    from metering.db import create_database
+    from metering.invoices.service import run_billing
+    from metering.migrate import upgrade
+    from metering.pricing.service import PriceCatalog
+
+    try:
+        start, end = parse_time(args.period_start), parse_time(args.period_end)
+    except ValueError as exc:
+        print(f"metering: {exc}", file=sys.stderr)
+        return 2
+    upgrade(settings.database_url)
+
+    async def run() -> None:
+        db = create_database(settings.database_url)
+        try:
+            result = await run_billing(db, settings, start, end, prices=PriceCatalog.from_file(settings.pricing_file))
+        finally:
+            await db.dispose()
+        print(f"{result.id}: {format_time(result.period_start)} .. {format_time(result.period_end)}: "
+              f"{result.invoices} invoices, {result.finalized} finalized")
+
+    asyncio.run(run())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metering", description="Billing and usage metering service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", action="append", required=True, help="repeat for several scopes")
     create.add_argument("--workspace", default=None, help="bind the token to one workspace")
     create.set_defaults(func=_tokens_create)
+
+    billing = sub.add_parser("billing", help="invoices").add_subparsers(dest="billing_command", required=True)
+    run = billing.add_parser("run", help="build (and when due, finalize) the invoices of one period")
+    run.add_argument("--period-start", required=True, help="RFC 3339, e.g. 2026-01-01T00:00:00Z")
+    run.add_argument("--period-end", required=True)
+    run.set_defaults(func=_billing_run)
     return parser
 
 

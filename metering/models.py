@@ -3,10 +3,15 @@
 from sqlmodel import SQLModel
 
 from metering.events.models import Event
+from metering.invoices.models import BillingRun, Counter, Invoice, InvoiceLine
 from metering.pricing.models import PriceVersionRow
+from metering.settlements.models import Settlement
 from metering.tokens.models import ApiToken
-from metering.usage.models import UsageExtension, UsageInterval
+from metering.usage.models import UsageExtension, UsageInterval, UsageMark
 
 metadata = SQLModel.metadata
 
-__all__ = ["ApiToken", "Event", "PriceVersionRow", "UsageExtension", "UsageInterval", "metadata"]
+__all__ = [
+    "ApiToken", "BillingRun", "Counter", "Event", "Invoice", "InvoiceLine", "PriceVersionRow", "Settlement",
+    "UsageExtension", "UsageInterval", "UsageMark", "metadata",
+]

@@ -36,8 +36,15 @@ class NetworkSettings(msgspec.Struct, forbid_unknown_fields=True):
     eip712_name: str = "USD Coin"
     eip712_version: str = "2"
     receivers: list[str] = msgspec.field(default_factory=list)
-    finality: str = "safe"
+    finality: str | int = "safe"  # "safe" | "finalized" | a number of confirmations
     rpc_timeout_seconds: int = 10
+
+    def __post_init__(self) -> None:
+        text = str(self.finality).strip().lower()
+        if text not in ("safe", "finalized") and not (text.isascii() and text.isdigit() and int(text) >= 1):
+            raise ValueError(f"finality must be 'safe', 'finalized' or a number of confirmations, not {self.finality!r}")
+        if self.rpc_timeout_seconds < 1:
+            raise ValueError("rpc_timeout_seconds must be at least 1")
 
 
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -73,14 +73,30 @@ def settings(db_url: str, tmp_path) -> Settings:  # type: ignore[no-untyped-def]
     )
 
 
+SEEDED = {"counters": "UPDATE counters SET value = 0"}  # rows the migrations insert
+
+
 async def empty_tables(db: Database) -> None:
+    """Empty every table (keeping seeded rows) between tests.
+
+    Finalized invoices are protected by triggers; PostgreSQL's TRUNCATE does not fire row
+    triggers, and on SQLite the triggers are dropped for the clean-up and put back.
+    """
     async with db.write() as session:
-        tables = [t.name for t in reversed(metadata.sorted_tables)]
+        tables = [t.name for t in reversed(metadata.sorted_tables) if t.name not in SEEDED]
         if db.is_sqlite:
+            triggers = (await session.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))).all()
+            for name, _ in triggers:
+                await session.execute(text(f'DROP TRIGGER "{name}"'))
             for name in tables:
                 await session.execute(text(f'DELETE FROM "{name}"'))
+            for _, sql in triggers:
+                await session.execute(text(sql))
         else:
             await session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        for name, sql in SEEDED.items():
+            if name in metadata.tables:
+                await session.execute(text(sql))
 
 
 @pytest.fixture

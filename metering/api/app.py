@@ -19,10 +19,13 @@ from metering.api.problems import on_http_exception, on_problem, on_unexpected
 from metering.db import Database, create_database
 from metering.errors import Problem
 from metering.events.controller import EventController
+from metering.invoices import payments
+from metering.invoices.controller import BillingRunController, InvoiceController
 from metering.logging import configure_logging
 from metering.pricing.controller import PriceController
 from metering.pricing.service import PriceCatalog
 from metering.settings import Settings, load_settings
+from metering.settlements.controller import SettlementController
 from metering.tokens.controller import TokenController
 from metering.usage.controller import UsageController
 from metering.usage.derive import after_insert as derive_usage
@@ -45,7 +48,15 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             if owned:
                 await app.state.db.dispose()
 
-    state = State({"settings": settings, "metrics": metrics, "prices": prices, "after_insert": derive_usage})
+    state = State({
+        "settings": settings,
+        "metrics": metrics,
+        "prices": prices,
+        "after_insert": derive_usage,
+        # Settlements pay invoices without importing them: the invoices domain plugs in here.
+        "invoice_check": payments.invoice_check,
+        "on_settlement_change": payments.on_settlement_change,
+    })
     return Litestar(
         route_handlers=[
             HealthController,
@@ -56,6 +67,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             EventController,
             PriceController,
             UsageController,
+            SettlementController,
+            BillingRunController,
+            InvoiceController,
         ],
         state=state,
         lifespan=[lifespan],

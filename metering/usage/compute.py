@@ -45,6 +45,9 @@ class Bucket:
     running: Fraction = field(default_factory=Fraction)
     extensions: int = 0
     extension: Fraction = field(default_factory=Fraction)
+    # The distinct unit prices seen: one means the line has a single unit price.
+    hourly_prices: set[Fraction] = field(default_factory=set)
+    extension_prices: set[Fraction] = field(default_factory=set)
 
     @property
     def amount(self) -> Fraction:
@@ -86,6 +89,7 @@ def aggregate(
             bucket = buckets[_key(iv, group_by, floor_to(piece.start, window) if window else None)]
             bucket.running_us += piece.duration
             bucket.running += piece.amount
+            bucket.hourly_prices.add(piece.hourly)
     for ext in extensions:
         if not start <= ext.time < end:
             continue
@@ -93,4 +97,5 @@ def aggregate(
         bucket = buckets[_key(ext, group_by, floor_to(ext.time, window) if window else None)]
         bucket.extensions += ext.count
         bucket.extension += charge
+        bucket.extension_prices.add(charge / ext.count)
     return dict(sorted(buckets.items()))

@@ -18,11 +18,12 @@ from metering.core.lifecycle import SandboxEvent, derive
 from metering.core.periods import split_at_boundaries
 from metering.events.models import Event
 from metering.events.schemas import SANDBOX_TYPES
-from metering.usage.models import UsageExtension, UsageInterval
+from metering.usage.models import UsageExtension, UsageInterval, UsageMark
 
 EVENTS = Event.__table__
 INTERVALS = UsageInterval.__table__
 EXTENSIONS = UsageExtension.__table__
+MARKS = UsageMark.__table__
 KEY_CHUNK = 400
 
 SandboxKey = tuple[str, str]  # (workspace_id, sandbox_id)
@@ -83,6 +84,23 @@ async def rederive(session: AsyncSession, keys: list[SandboxKey]) -> None:
         await session.execute(insert(EXTENSIONS), extensions)
 
 
+def earliest_change(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Per workspace, the earliest time from which these sandbox events can change usage.
+
+    Derivation is a left-to-right fold over time, so a new event at ``t`` changes nothing
+    before ``t``.
+    """
+    since: dict[str, int] = {}
+    for r in rows:
+        if r["type"] in SANDBOX_TYPES:
+            ws = r["workspace_id"]
+            since[ws] = min(since.get(ws, r["time"]), r["time"])
+    return since
+
+
 async def after_insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """The ingest hook: runs in the same transaction as the event insert."""
     await rederive(session, touched_sandboxes(rows))
+    marks = [{"workspace_id": ws, "since": t} for ws, t in earliest_change(rows).items()]
+    if marks:
+        await session.execute(insert(MARKS), marks)

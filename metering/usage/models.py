@@ -20,6 +20,7 @@ class UsageInterval(SQLModel, table=True):
         Index("ix_usage_intervals_ws_end", "workspace_id", "end"),
         Index("ix_usage_intervals_ws_sandbox", "workspace_id", "sandbox_id"),
         Index("ix_usage_intervals_start", "start"),
+        Index("ix_usage_intervals_end", "end"),
     )
 
     id: int | None = bigint_pk()
@@ -46,3 +47,18 @@ class UsageExtension(SQLModel, table=True):
     template: str = Field(max_length=128)
     time: int = Field(sa_type=BigInteger)
     count: int  # 15-minute extensions
+
+
+class UsageMark(SQLModel, table=True):
+    """Written at ingest: the workspace's usage may have changed from ``since`` on.
+
+    Billing (invoices) uses the marks to find finalized periods that late events changed,
+    without recomputing every past period on every run.
+    """
+
+    __tablename__ = "usage_marks"
+    __table_args__ = (Index("ix_usage_marks_workspace", "workspace_id", "since"),)
+
+    id: int | None = bigint_pk()
+    workspace_id: str = Field(max_length=128)
+    since: int = Field(sa_type=BigInteger)

@@ -36,6 +36,7 @@ def upgrade() -> None:
     op.create_index("ix_usage_intervals_ws_end", "usage_intervals", ["workspace_id", "end"])
     op.create_index("ix_usage_intervals_ws_sandbox", "usage_intervals", ["workspace_id", "sandbox_id"])
     op.create_index("ix_usage_intervals_start", "usage_intervals", ["start"])
+    op.create_index("ix_usage_intervals_end", "usage_intervals", ["end"])
     op.create_table(
         "usage_extensions",
         *_owner_columns(),

@@ -1,0 +1,79 @@
+"""What settlements do to invoices: payments received, credit available, paid status.
+
+Nothing here is stored twice: amounts paid and credit available are derived from the
+settlements' current status, so a settlement that is reorged out reverses its effect by
+itself.  Only the invoice status (finalized <-> paid) is kept in step, by ``sync_paid``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from metering.db.base import now_us
+from metering.errors import Conflict, NotFound
+from metering.invoices.models import Invoice, InvoiceLine
+from metering.settings import Settings
+from metering.settlements import service as settlements
+from metering.settlements.models import Settlement
+
+INVOICES = Invoice.__table__
+LINES = InvoiceLine.__table__
+
+
+async def amount_paid(session: AsyncSession, invoice_id: str) -> int:
+    return await settlements.confirmed_amount_for_invoice(session, invoice_id)
+
+
+async def available_credit(session: AsyncSession, workspace_id: str, exclude: str | None = None) -> int:
+    """Confirmed prepaid credit less what finalized invoices already applied."""
+    bought = await settlements.confirmed_credit_total(session, workspace_id)
+    applied = (await session.execute(
+        select(func.coalesce(func.sum(-LINES.c.amount), 0))
+        .join(INVOICES, INVOICES.c.id == LINES.c.invoice_id)
+        .where(INVOICES.c.workspace_id == workspace_id, INVOICES.c.status.in_(("finalized", "paid")),
+               INVOICES.c.id != (exclude or ""), LINES.c.kind == "credit")
+    )).scalar_one()
+    return bought - int(applied)
+
+
+async def sync_paid(session: AsyncSession, invoice_ids: list[str] | None = None) -> int:
+    """Mark finalized invoices paid once covered, and paid ones back if a payment reorged."""
+    query = select(INVOICES.c.id, INVOICES.c.status, INVOICES.c.total).where(
+        INVOICES.c.status.in_(("finalized", "paid")))
+    if invoice_ids is not None:
+        query = query.where(INVOICES.c.id.in_(invoice_ids))
+    else:
+        paid_for = select(Settlement.invoice_id).where(Settlement.purpose_kind == "invoice")
+        query = query.where(INVOICES.c.id.in_(paid_for))
+    changed = 0
+    for invoice_id, status, total in (await session.execute(query)).all():
+        covered = total > 0 and await amount_paid(session, invoice_id) >= total
+        wanted = "paid" if covered else "finalized"
+        if wanted != status:
+            await session.execute(update(INVOICES).where(INVOICES.c.id == invoice_id).values(
+                status=wanted, paid_at=now_us() if covered else None))
+            changed += 1
+    return changed
+
+
+async def on_finalized(session: AsyncSession, settings: Settings, invoice_id: str) -> None:
+    """In the finalizing transaction: an invoice already covered by payments is paid."""
+    await sync_paid(session, [invoice_id])
+
+
+async def invoice_check(session: AsyncSession, invoice_id: str) -> str:
+    """For a settlement paying an invoice: it must exist and await payment. Its workspace."""
+    row = (await session.execute(
+        select(INVOICES.c.workspace_id, INVOICES.c.status).where(INVOICES.c.id == invoice_id))).one_or_none()
+    if row is None:
+        raise NotFound(f"no invoice {invoice_id!r}")
+    if row.status != "finalized":
+        raise Conflict(f"invoice {invoice_id!r} is {row.status}; only a finalized, unpaid invoice can be paid")
+    return row.workspace_id
+
+
+async def on_settlement_change(session: AsyncSession, settlement: Settlement) -> None:
+    """A settlement changed status (same transaction): keep its invoice's status in step."""
+    if settlement.purpose_kind == "invoice" and settlement.invoice_id:
+        await sync_paid(session, [settlement.invoice_id])

@@ -1,0 +1,1 @@
+"""x402 settlements: payments reported by resource servers, verified on chain."""

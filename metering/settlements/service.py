@@ -1,0 +1,556 @@
+"""Settlements: report a payment, re-check it until the chain is sure, and query totals.
+
+The effect of a settlement on invoices and credit is derived from its status by the
+invoices domain (only ``confirmed`` counts), so a reorg reverses it by the status change.
+No database transaction is held open while the chain is asked.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from metering.core.money import parse_money
+from metering.db import Database
+from metering.db.base import now_us
+from metering.errors import Conflict, Invalid, NotFound, field_error
+from metering.events.schemas import ID_PATTERN
+from metering.logging import get_logger
+from metering.settings import Settings
+from metering.settlements import chain
+from metering.settlements.models import Reason, Settlement, Status
+from metering.settlements.networks import Network, network_for
+from metering.settlements.payload import Payment, caip2, read_payment
+from metering.tokens.service import Principal
+
+log = get_logger(__name__)
+
+SECOND_US = 1_000_000
+MAX_BACKOFF_US = 300 * SECOND_US
+# A confirmed settlement is watched for reorgs until its block is ``finalized``, or at
+# most this long (an RPC that never reports ``finalized`` must not be polled forever).
+REORG_WATCH_US = 24 * 3600 * SECOND_US
+BIGINT_MAX = 2**63 - 1
+TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
+TIER = re.compile(r"\$?[0-9]+(?:\.[0-9]{1,6})?")
+PURPOSE_FIELDS = {
+    "run": ({"run_id", "tier"}, {"workspace_id"}),
+    "invoice": ({"invoice_id"}, {"workspace_id"}),
+    "credit": ({"workspace_id"}, set()),
+}
+
+# Wired by the invoices domain: the invoice's workspace, or NotFound / Conflict when the
+# invoice cannot be paid (unknown, not finalized, already paid or void).
+InvoiceCheck = Callable[[AsyncSession, str], Awaitable[str]]
+# Called in the same transaction as a stored status change (new settlement, or pending ->
+# confirmed/rejected, confirmed -> reorged), e.g. to mark an invoice paid or unpaid.
+OnChange = Callable[[AsyncSession, Settlement], Awaitable[None]]
+
+_canonical = msgspec.json.Encoder(order="sorted")
+
+
+class _KeyClash(Exception):
+    """A unique index on settlements refused a row (an error from ``on_change`` is not one)."""
+
+
+async def _flush_or_clash(session: AsyncSession) -> None:
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise _KeyClash from exc
+
+
+@dataclass(frozen=True)
+class Purpose:
+    kind: str
+    doc: dict[str, str]  # as stored and returned
+    workspace_id: str | None
+    invoice_id: str | None
+    run_id: str | None
+    tier_micro: int | None
+
+    @property
+    def json(self) -> str:
+        return _canonical.encode(self.doc).decode()
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    settlement: Settlement
+    created: bool  # False: an earlier report of the same payment (HTTP 200)
+
+
+# ------------------------------------------------------------------ validation
+
+
+def read_purpose(raw: Any, run_tiers: Sequence[int]) -> Purpose:
+    if not isinstance(raw, dict):
+        raise _invalid("purpose", "must be an object with a kind: run, invoice or credit")
+    kind = raw.get("kind")
+    if not isinstance(kind, str) or kind not in PURPOSE_FIELDS:
+        raise _invalid("purpose.kind", "must be one of run, invoice, credit")
+    required, optional = PURPOSE_FIELDS[kind]
+    known = {"kind", *required, *optional}
+    errors = [field_error("is not a field of this purpose", f"purpose.{k}") for k in raw if k not in known]
+    errors += [field_error("is required", f"purpose.{k}") for k in sorted(required) if raw.get(k) is None]
+    for key in sorted((required | optional) - {"tier"}):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or not ID_PATTERN.fullmatch(value)):
+            errors.append(field_error("must be 1 to 128 characters of A-Z a-z 0-9 _ . : -", f"purpose.{key}"))
+    tier_micro = None
+    if kind == "run" and raw.get("tier") is not None:
+        tier = raw["tier"]
+        tier_micro = parse_money(tier.lstrip("$")) if isinstance(tier, str) and TIER.fullmatch(tier) else None
+        if tier_micro is None or tier_micro not in run_tiers:
+            names = ", ".join(f"${m // 1_000_000}.{m % 1_000_000 // 10_000:02d}" for m in run_tiers)
+            errors.append(field_error(f"must be a run tier of the price book: {names}", "purpose.tier"))
+    if errors:
+        raise Invalid("the purpose is invalid", errors)
+    doc = {k: v for k, v in raw.items() if v is not None}
+    return Purpose(kind, doc, doc.get("workspace_id"), doc.get("invoice_id"), doc.get("run_id"), tier_micro)
+
+
+def read_transaction(value: Any) -> str:
+    if not isinstance(value, str) or not TX_HASH.fullmatch(value):
+        raise _invalid("transaction", "must be a transaction hash: 0x and 32 bytes of hex")
+    return value.lower()
+
+
+def offline_reason(net: Network | None, payment: Payment, purpose: Purpose) -> str | None:
+    """The first check that fails without asking the chain, if any."""
+    if net is None:
+        return Reason.NETWORK_NOT_CONFIGURED
+    if payment.asset is not None and payment.asset != net.usdc:
+        return Reason.ASSET_MISMATCH
+    if not chain.signature_valid(net, payment):
+        return Reason.INVALID_SIGNATURE
+    if payment.pay_to not in net.receivers:
+        return Reason.PAY_TO_NOT_ACCEPTED
+    if payment.amount_required is not None and payment.amount_required != payment.value:
+        return Reason.AMOUNT_MISMATCH
+    if purpose.tier_micro is not None and purpose.tier_micro != payment.value:
+        return Reason.AMOUNT_MISMATCH
+    return None
+
+
+# ---------------------------------------------------------------------- report
+
+
+async def report(
+    db: Database,
+    settings: Settings,
+    *,
+    transaction: Any,
+    purpose: Any,
+    run_tiers: Sequence[int],
+    network: Any = None,
+    payment_payload: Any = None,
+    payment_header: Any = None,
+    principal: Principal | None = None,
+    invoice_check: InvoiceCheck | None = None,
+    on_change: OnChange | None = None,
+    now: int | None = None,
+) -> ReportOutcome:
+    """Check a reported payment and store it (also when rejected, with its reason).
+
+    The same payment reported again with the same transaction and purpose returns the
+    settlement already stored; with another transaction or purpose it is a 409 while a
+    live (pending or confirmed) settlement holds it.
+    """
+    now = now_us() if now is None else now
+    payment = read_payment(payment_payload, payment_header)
+    tx = read_transaction(transaction)
+    if network is not None:
+        if not isinstance(network, str) or caip2(network) is None:
+            raise _invalid("network", "must be an EVM network: eip155:<chain id>, base or base-sepolia")
+        if caip2(network) != payment.network:
+            raise _invalid("network", f"differs from the payment payload's network {payment.network}")
+    intent = read_purpose(purpose, run_tiers)
+    row = _new_row(payment, tx, intent, None, now)
+
+    # A repeat is answered before the invoice is looked at: by then this very payment
+    # may have made the invoice paid.
+    earlier = await _earlier_report(db, row, principal)
+    if earlier is not None:
+        if earlier.status == Status.REJECTED and earlier.reason in Reason.OPERATOR_SIDE:
+            rechecked = await _recheck_rejected(db, settings, earlier, payment, intent, on_change)
+            return ReportOutcome(rechecked, created=False)
+        return ReportOutcome(earlier, created=False)
+
+    row.workspace_id = await _workspace_of(db, intent, principal, invoice_check)
+    net = network_for(settings, payment.network)
+    reason = offline_reason(net, payment, intent)
+    if reason is not None:
+        _apply(row, chain.Verdict(Status.REJECTED, reason), now, None, settings, asked_chain=False)
+    else:
+        assert net is not None
+        verdict = await chain.check_payment(net, _expected(row), tx)
+        _apply(row, verdict, now, net, settings, asked_chain=True)
+    outcome = await _insert(db, row, principal, on_change)
+    if outcome.created:
+        _log_check(row)
+    return outcome
+
+
+async def _workspace_of(
+    db: Database, intent: Purpose, principal: Principal | None, invoice_check: InvoiceCheck | None
+) -> str | None:
+    workspace_id = intent.workspace_id
+    if intent.kind == "invoice" and invoice_check is not None:
+        assert intent.invoice_id is not None
+        async with db.read() as session:
+            owner = await invoice_check(session, intent.invoice_id)
+        if principal is not None and not principal.sees(owner):
+            raise NotFound(f"no invoice {intent.invoice_id!r}")
+        if workspace_id is not None and workspace_id != owner:
+            raise _invalid("purpose.workspace_id", "is not the workspace of the invoice")
+        workspace_id = owner
+    if workspace_id is None and principal is not None:
+        workspace_id = principal.workspace_id
+    if principal is not None and not principal.sees(workspace_id):
+        raise NotFound(f"no workspace {workspace_id!r}")
+    return workspace_id
+
+
+def _new_row(payment: Payment, tx: str, intent: Purpose, workspace_id: str | None, now: int) -> Settlement:
+    return Settlement(
+        id=f"stl_{secrets.token_hex(12)}",
+        network=payment.network,
+        chain_id=payment.chain_id,
+        transaction=tx,
+        payer=payment.payer,
+        pay_to=payment.pay_to,
+        amount=payment.value,
+        nonce=payment.nonce,
+        valid_before=min(payment.valid_before, BIGINT_MAX),
+        x402_version=payment.x402_version,
+        purpose_kind=intent.kind,
+        purpose=intent.json,
+        workspace_id=workspace_id,
+        invoice_id=intent.invoice_id,
+        run_id=intent.run_id,
+        status=Status.PENDING,
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _same_report(a: Settlement, b: Settlement) -> bool:
+    return a.transaction == b.transaction and a.purpose == b.purpose
+
+
+async def _earlier_report(db: Database, row: Settlement, principal: Principal | None) -> Settlement | None:
+    """The stored settlement this report repeats, or a 409 if it claims the same payment
+    differently.  Only live settlements hold a payment; a rejected or reorged one is
+    returned only for an identical report."""
+    async with db.read() as session:
+        stored = (
+            await session.execute(
+                select(Settlement)
+                .where(
+                    Settlement.chain_id == row.chain_id, Settlement.payer == row.payer, Settlement.nonce == row.nonce
+                )
+                .order_by(Settlement.created_at.desc())  # type: ignore[attr-defined]
+            )
+        ).scalars().all()
+    live = next((s for s in stored if s.status in Status.LIVE), None)
+    if live is not None and not _same_report(live, row):
+        raise _payment_conflict(live, principal)
+    def visible(s: Settlement) -> bool:
+        return principal is None or principal.sees(s.workspace_id)
+
+    if live is not None:
+        if not visible(live):
+            raise _payment_conflict(live, principal)  # held by another workspace's report
+        return live
+    return next((s for s in stored if _same_report(s, row) and visible(s)), None)
+
+
+def _payment_conflict(existing: Settlement, principal: Principal | None) -> Conflict:
+    # Name the settlement only to a caller allowed to see it.
+    which = existing.id if principal is None or principal.sees(existing.workspace_id) else "another workspace's"
+    return Conflict(
+        f"this payment (payer, nonce) is already reported, as settlement {which}, "
+        "with another transaction or purpose",
+        [field_error("already settles another purpose or transaction", "payment_payload.payload.authorization.nonce")],
+    )
+
+
+async def _insert(
+    db: Database, row: Settlement, principal: Principal | None, on_change: OnChange | None
+) -> ReportOutcome:
+    try:
+        async with db.write() as session:
+            session.add(row)
+            await _flush_or_clash(session)
+            if on_change is not None:
+                await on_change(session, row)
+        return ReportOutcome(row, created=True)
+    except _KeyClash:
+        pass
+    # Lost a race with a concurrent report of the same payment, or the transfer is
+    # already claimed by another payment: the unique indexes decided, now explain.
+    earlier = await _earlier_report(db, row, principal)
+    if earlier is not None:
+        return ReportOutcome(earlier, created=False)
+    raise Conflict(
+        "this transaction's transfer already settles another payment",
+        [field_error("already settles another payment", "transaction")],
+    )
+
+
+async def _recheck_rejected(
+    db: Database, settings: Settings, row: Settlement, payment: Payment, intent: Purpose, on_change: OnChange | None
+) -> Settlement:
+    """A rejection that was the operator's fault (network missing, RPC on another chain)
+    is checked again when the same payment is reported again."""
+    net = network_for(settings, row.network)
+    reason = offline_reason(net, payment, intent)
+    if reason is not None:
+        verdict, asked = chain.Verdict(Status.REJECTED, reason), False
+    else:
+        assert net is not None
+        verdict, asked = await chain.check_payment(net, _expected(row), row.transaction), True
+    return await _save_check(db, row, verdict, net, settings, asked, on_change=on_change) or row
+
+
+# --------------------------------------------------------------------- re-check
+
+
+async def recheck_pending(
+    db: Database, settings: Settings, now_us: int, limit: int = 100, *, on_change: OnChange | None = None
+) -> int:
+    """Check the due settlements again: pending ones until the chain decides, confirmed
+    ones for reorgs until their block is final.  Returns how many were checked.
+
+    Safe to run from several instances at once: each update only applies to the row
+    as it was read (status and attempts unchanged), so a stale answer never wins.
+    """
+    async with db.read() as session:
+        due = (
+            await session.execute(
+                select(Settlement)
+                .where(
+                    Settlement.status.in_(Status.LIVE),  # type: ignore[attr-defined]
+                    Settlement.next_check_at.is_not(None),  # type: ignore[union-attr]
+                    Settlement.next_check_at <= now_us,  # type: ignore[operator]
+                )
+                .order_by(Settlement.next_check_at)
+                .limit(limit)
+            )
+        ).scalars().all()
+    for row in due:
+        net = network_for(settings, row.network)
+        if net is None:
+            # Configuration may come back; an operator's mistake never rejects a payment.
+            verdict = chain.Verdict(row.status, row.reason, error=f"network {row.network} is not configured")
+            await _save_check(db, row, verdict, None, settings, asked_chain=True, on_change=on_change)
+        elif row.status == Status.PENDING:
+            verdict = await chain.check_payment(net, _expected(row), row.transaction)
+            await _save_check(db, row, verdict, net, settings, asked_chain=True, on_change=on_change)
+        else:
+            await _watch_confirmed(db, settings, net, row, on_change)
+    return len(due)
+
+
+async def _watch_confirmed(
+    db: Database, settings: Settings, net: Network, row: Settlement, on_change: OnChange | None
+) -> None:
+    assert row.block_number is not None and row.block_hash is not None
+    found = await chain.check_block(net, row.block_number, row.block_hash)
+    keep = {"block_number": row.block_number, "block_hash": row.block_hash, "log_index": row.log_index}
+    if found.state == "reorged":
+        verdict = chain.Verdict(Status.REORGED, Reason.BLOCK_NOT_CANONICAL, **keep)
+    else:
+        verdict = chain.Verdict(Status.CONFIRMED, error=found.error, **keep)
+    saved = await _save_check(
+        db, row, verdict, net, settings, asked_chain=True, final=found.state == "final", on_change=on_change
+    )
+    if saved is not None and saved.status == Status.REORGED:
+        log.warning("settlement_reorged", settlement_id=row.id, block_number=row.block_number)
+
+
+async def _save_check(
+    db: Database,
+    row: Settlement,
+    verdict: chain.Verdict,
+    net: Network | None,
+    settings: Settings,
+    asked_chain: bool,
+    final: bool = False,
+    on_change: OnChange | None = None,
+) -> Settlement | None:
+    """Write a check's outcome if the row is still as it was read; the updated row or None."""
+    before = (row.status, row.attempts)
+    updated = Settlement(**row.model_dump())
+    _apply(updated, verdict, now_us(), net, settings, asked_chain=asked_chain, final=final)
+    values = updated.model_dump(exclude={"id", "created_at"})
+    guard = and_(Settlement.id == row.id, Settlement.status == before[0], Settlement.attempts == before[1])
+    try:
+        async with db.write() as session:
+            try:
+                result = await session.execute(update(Settlement).where(guard).values(**values))
+            except IntegrityError as exc:
+                raise _KeyClash from exc
+            if result.rowcount and on_change is not None and updated.status != before[0]:
+                await on_change(session, updated)
+    except _KeyClash:
+        if before[0] == Status.REJECTED:
+            return None  # a re-checked rejection lost to a newer report of the payment
+        # A pending settlement's transfer (tx, log index) is held by another live one.
+        verdict = chain.Verdict(Status.REJECTED, Reason.TRANSFER_ALREADY_SETTLED)
+        return await _save_check(db, row, verdict, net, settings, asked_chain, final, on_change)
+    if result.rowcount == 0:
+        return None  # another instance checked it meanwhile; its answer stands
+    _log_check(updated)
+    return updated
+
+
+def _apply(
+    row: Settlement,
+    verdict: chain.Verdict,
+    now: int,
+    net: Network | None,
+    settings: Settings,
+    *,
+    asked_chain: bool,
+    final: bool = False,
+) -> None:
+    row.status = verdict.status
+    row.reason = verdict.reason
+    row.last_error = verdict.error
+    if verdict.error is None:  # an answer from the chain replaces what was known
+        row.block_number, row.block_hash, row.log_index = verdict.block_number, verdict.block_hash, verdict.log_index
+    if asked_chain:
+        row.attempts += 1
+    if verdict.status == Status.CONFIRMED and row.confirmed_at is None:
+        row.confirmed_at = now
+    row.next_check_at = _next_check(row, now, net, settings, final)
+    row.updated_at = now
+
+
+def _next_check(row: Settlement, now: int, net: Network | None, settings: Settings, final: bool) -> int | None:
+    if row.status == Status.CONFIRMED:
+        watching = net is None or net.watches_reorgs
+        if final or not watching or (row.confirmed_at is not None and now - row.confirmed_at > REORG_WATCH_US):
+            return None
+    elif row.status != Status.PENDING:
+        return None
+    base = max(settings.scheduler.settlement_recheck_seconds, 1) * SECOND_US
+    return now + min(base << min(max(row.attempts - 1, 0), 20), MAX_BACKOFF_US)
+
+
+def _expected(row: Settlement) -> chain.Expected:
+    return chain.Expected(row.payer, row.pay_to, row.amount, row.nonce, row.valid_before)
+
+
+def _log_check(row: Settlement) -> None:
+    log.info(
+        "settlement_checked",
+        settlement_id=row.id,
+        status=row.status,
+        reason=row.reason,
+        block_number=row.block_number,
+        attempts=row.attempts,
+        last_error=row.last_error,  # already stripped of the RPC URL
+    )
+
+
+# ---------------------------------------------------------------------- queries
+
+
+async def get_settlement(session: AsyncSession, settlement_id: str) -> Settlement | None:
+    return await session.get(Settlement, settlement_id)
+
+
+async def confirmed_amount_for_invoice(session: AsyncSession, invoice_id: str) -> int:
+    """Micro-dollars confirmed on chain for an invoice (partial payments add up)."""
+    total = (
+        await session.execute(
+            select(func.coalesce(func.sum(Settlement.amount), 0)).where(
+                Settlement.purpose_kind == "invoice",
+                Settlement.invoice_id == invoice_id,
+                Settlement.status == Status.CONFIRMED,
+            )
+        )
+    ).scalar_one()
+    return int(total)  # PostgreSQL sums BIGINT as NUMERIC (a Decimal): exact, no float
+
+
+async def confirmed_credit_total(
+    session: AsyncSession, workspace_id: str, *, confirmed_before: int | None = None
+) -> int:
+    """Micro-dollars of prepaid credit confirmed for a workspace (optionally only what was
+    confirmed before a time, e.g. a period end)."""
+    query = select(func.coalesce(func.sum(Settlement.amount), 0)).where(
+        Settlement.purpose_kind == "credit",
+        Settlement.workspace_id == workspace_id,
+        Settlement.status == Status.CONFIRMED,
+    )
+    if confirmed_before is not None:
+        query = query.where(Settlement.confirmed_at < confirmed_before)  # type: ignore[operator]
+    return int((await session.execute(query)).scalar_one())
+
+
+async def list_settlements(
+    session: AsyncSession,
+    *,
+    workspace_id: str | None = None,
+    status: str | None = None,
+    payer: str | None = None,
+    invoice_id: str | None = None,
+    purpose_kind: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Settlement], str | None]:
+    """Newest first, keyset-paginated; returns the page and the next cursor (or None)."""
+    query = select(Settlement)
+    for column, value in (
+        (Settlement.workspace_id, workspace_id),
+        (Settlement.status, status),
+        (Settlement.payer, payer.lower() if payer else None),
+        (Settlement.invoice_id, invoice_id),
+        (Settlement.purpose_kind, purpose_kind),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if cursor is not None:
+        created, last_id = decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Settlement.created_at < created,  # type: ignore[operator]
+                and_(Settlement.created_at == created, Settlement.id < last_id),  # type: ignore[operator]
+            )
+        )
+    newest_first = (Settlement.created_at.desc(), Settlement.id.desc())  # type: ignore[attr-defined]
+    query = query.order_by(*newest_first).limit(limit + 1)
+    rows = list((await session.execute(query)).scalars().all())
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1])
+
+
+def encode_cursor(row: Settlement) -> str:
+    return msgspec.json.encode([row.created_at, row.id]).hex()
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        created, last_id = msgspec.json.decode(bytes.fromhex(cursor), type=tuple[int, str])
+    except (ValueError, msgspec.DecodeError):
+        raise _invalid("cursor", "is not a cursor this service gave out") from None
+    return created, last_id
+
+
+def _invalid(field: str, message: str) -> Invalid:
+    return Invalid(f"{field} {message}", [field_error(message, field)])
