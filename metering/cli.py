@@ -11,26 +11,12 @@ from metering.settings import Settings, SettingsError, load_settings
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
     from metering.api.app import create_app
+    from metering.api.server import serve
     from metering.migrate import upgrade
 
     upgrade(settings.database_url)
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        access_log=False,
-        # Idle keep-alive connections are closed quickly; slow or stuck clients cannot
-        # hold connections open for ever.
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=10,
-        limit_concurrency=1000,
-        h11_max_incomplete_event_size=64 * 1024,
-        server_header=False,
-    )
+    serve(create_app(settings), settings, args.host, args.port)
     return 0
 
 
@@ -90,6 +76,37 @@ def _billing_run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from metering.core.timeutil import parse_time
+    from metering.exports.plan import ExportRequest
+
+    try:
+        start, end = parse_time(args.start), parse_time(args.end)
+    except ValueError as exc:
+        print(f"metering: {exc}", file=sys.stderr)
+        return 2
+    job = ExportRequest(args.dataset, start, end, args.workspace, args.format)
+
+    from metering.db import create_database
+    from metering.exports.tofile import export_to_file
+    from metering.migrate import upgrade
+    from metering.pricing.service import PriceCatalog
+
+    upgrade(settings.database_url)
+
+    async def run() -> None:
+        db = create_database(settings.database_url)
+        try:
+            # The progress bar is for people: nothing on stderr when it is not a terminal.
+            progress = sys.stderr if sys.stderr.isatty() else None
+            await export_to_file(db, PriceCatalog.from_file(settings.pricing_file), job, args.output, progress)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metering", description="Billing and usage metering service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--period-start", required=True, help="RFC 3339, e.g. 2026-01-01T00:00:00Z")
     run.add_argument("--period-end", required=True)
     run.set_defaults(func=_billing_run)
+
+    from metering.exports.columns import DATASETS, FORMATS
+
+    export = sub.add_parser("export", help="write a finance export (as GET /v1/exports/{dataset}) to a file")
+    export.add_argument("dataset", choices=list(DATASETS))
+    export.add_argument("--start", required=True, help="RFC 3339, inclusive")
+    export.add_argument("--end", required=True, help="RFC 3339, exclusive")
+    export.add_argument("--workspace", default=None, help="one workspace only")
+    export.add_argument("--format", choices=FORMATS, default="csv")
+    export.add_argument("--output", required=True, help="file to write, or - for standard output")
+    export.set_defaults(func=_export)
     return parser
 
 

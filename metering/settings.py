@@ -62,7 +62,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     max_body_bytes: int = 16 * 1024 * 1024
     max_batch_events: int = 10_000
     max_future_seconds: int = 300
-    request_timeout_seconds: int = 30
+    request_timeout_seconds: int = 30  # a request must arrive in full within this
+    header_timeout_seconds: int = 10  # a new connection must start its request within this
     billing: BillingSettings = msgspec.field(default_factory=BillingSettings)
     scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
     networks: dict[str, NetworkSettings] = msgspec.field(

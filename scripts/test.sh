@@ -5,7 +5,9 @@ set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh" "[test]"
 # anvil (a local EVM) and solc (to compile the test token) come from npm.
 if [ ! -x node_modules/.bin/anvil ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund --loglevel=error
+  # `npm ci` trips over the optional per-platform packages of @foundry-rs/anvil; install
+  # honours package-lock.json all the same.
+  npm install --no-audit --no-fund --loglevel=error
 fi
 # PostgreSQL at 127.0.0.1:5432 (database `test`); start the local cluster if it is down.
 if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then

@@ -19,6 +19,7 @@ from metering.api.problems import on_http_exception, on_problem, on_unexpected
 from metering.db import Database, create_database
 from metering.errors import Problem
 from metering.events.controller import EventController
+from metering.exports.controller import ExportController
 from metering.invoices import payments
 from metering.invoices.controller import BillingRunController, InvoiceController
 from metering.logging import configure_logging
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             SettlementController,
             BillingRunController,
             InvoiceController,
+            ExportController,
         ],
         state=state,
         lifespan=[lifespan],

@@ -1,6 +1,6 @@
 """A local anvil node that stands in for Base (chain id 8453) in tests.
 
-``Anvil`` starts the binary installed by ``npm ci`` (``@foundry-rs/anvil``),
+``Anvil`` starts the binary installed by ``npm install`` (``@foundry-rs/anvil``),
 on a free port, with ``--state <file>`` so that ``stop()`` + ``start()``
 (an RPC outage) keeps the whole chain: blocks, receipts, balances, code.
 
@@ -87,7 +87,7 @@ def find_anvil() -> list[str]:
     if not ANVIL_BIN.exists():
         raise AnvilNotInstalled(
             f"anvil is not installed: {ANVIL_BIN} is missing. "
-            f"Run `npm ci` in {REPO_ROOT} (installs @foundry-rs/anvil and solc from package-lock.json)."
+            f"Run `npm install` in {REPO_ROOT} (installs @foundry-rs/anvil and solc from package-lock.json)."
         )
     arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
         platform.machine().lower(), platform.machine().lower()

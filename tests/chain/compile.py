@@ -45,7 +45,7 @@ def _solc_version() -> str:
     pkg = NODE_MODULES / "solc" / "package.json"
     if not pkg.exists():
         raise CompileError(
-            f"solc-js is not installed ({pkg} missing). Run `npm ci` in {REPO_ROOT}."
+            f"solc-js is not installed ({pkg} missing). Run `npm install` in {REPO_ROOT}."
         )
     return json.loads(pkg.read_text())["version"]
 

@@ -34,7 +34,7 @@ def _usdc_logs(receipt, address: str):
 def test_anvil_missing_gives_npm_ci_hint(monkeypatch, tmp_path):
     monkeypatch.delenv("ANVIL_BIN", raising=False)
     monkeypatch.setattr(anvil_mod, "ANVIL_BIN", Path(tmp_path) / "nope" / "anvil")
-    with pytest.raises(anvil_mod.AnvilNotInstalled, match="npm ci"):
+    with pytest.raises(anvil_mod.AnvilNotInstalled, match="npm install"):
         anvil_mod.find_anvil()
 
 

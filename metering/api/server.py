@@ -1,0 +1,90 @@
+"""The HTTP server: uvicorn with limits that hold against slow and stuck clients.
+
+uvicorn closes idle keep-alive connections but puts no limit on how long a client may
+take to send a request, so a slowloris client (headers a byte at a time) could hold a
+connection for ever.  ``GuardedHttpTools`` gives every request a deadline for arriving
+in full: a new connection must start its request within ``first_byte_timeout`` and
+finish sending it within ``read_timeout``, or it gets a 408 and is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from metering.settings import Settings
+
+
+def _timeout_response() -> bytes:
+    body = msgspec.json.encode({
+        "type": "https://metering.dev/problems/request-timeout", "title": "Request Timeout", "status": 408,
+        "detail": "the request did not arrive in time", "errors": []})
+    head = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\n"
+            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n")
+    return head + body
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    first_byte_timeout = 10  # seconds
+    read_timeout = 30
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._arm(self.first_byte_timeout)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm(self.read_timeout)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+    def _disarm(self) -> None:
+        if getattr(self, "_deadline", None) is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            self.transport.write(_timeout_response())
+        self.transport.close()
+
+
+def guarded_protocol(settings: Settings) -> type[GuardedHttpTools]:
+    return type("ConfiguredGuardedHttpTools", (GuardedHttpTools,), {
+        "first_byte_timeout": settings.header_timeout_seconds,
+        "read_timeout": settings.request_timeout_seconds,
+    })
+
+
+def serve(app: Any, settings: Settings, host: str, port: int) -> None:
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        http=guarded_protocol(settings),
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=5,  # idle keep-alive connections are closed quickly
+        timeout_graceful_shutdown=10,
+        limit_concurrency=1000,  # past this, new connections get a 503 rather than exhausting memory
+        h11_max_incomplete_event_size=64 * 1024,
+        server_header=False,
+    )
