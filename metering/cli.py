@@ -76,6 +76,14 @@ def _billing_run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    from metering.migrate import upgrade
+    from metering.scheduler.runner import run_standalone
+
+    upgrade(settings.database_url)
+    return asyncio.run(run_standalone(settings, once=args.once, only=args.job))
+
+
 def _export(settings: Settings, args: argparse.Namespace) -> int:
     from metering.core.timeutil import parse_time
     from metering.exports.plan import ExportRequest
@@ -130,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--period-start", required=True, help="RFC 3339, e.g. 2026-01-01T00:00:00Z")
     run.add_argument("--period-end", required=True)
     run.set_defaults(func=_billing_run)
+
+    scheduler = sub.add_parser("scheduler", help="run the scheduled jobs until SIGTERM/SIGINT")
+    scheduler.add_argument("--once", action="store_true", help="run each job one time, then exit (cron, tests)")
+    scheduler.add_argument("--job", action="append", choices=("billing", "reports", "settlements", "webhooks"),
+                           help="only this job (repeatable)")
+    scheduler.set_defaults(func=_scheduler)
 
     from metering.exports.columns import DATASETS, FORMATS
 

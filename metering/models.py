@@ -5,13 +5,17 @@ from sqlmodel import SQLModel
 from metering.events.models import Event
 from metering.invoices.models import BillingRun, Counter, Invoice, InvoiceLine
 from metering.pricing.models import PriceVersionRow
+from metering.reports.models import Report
+from metering.scheduler.models import JobLease, JobRun
 from metering.settlements.models import Settlement
 from metering.tokens.models import ApiToken
 from metering.usage.models import UsageExtension, UsageInterval, UsageMark
+from metering.webhooks.models import Delivery, OutboxEvent
 
 metadata = SQLModel.metadata
 
 __all__ = [
-    "ApiToken", "BillingRun", "Counter", "Event", "Invoice", "InvoiceLine", "PriceVersionRow", "Settlement",
-    "UsageExtension", "UsageInterval", "UsageMark", "metadata",
+    "ApiToken", "BillingRun", "Counter", "Delivery", "Event", "Invoice", "InvoiceLine", "JobLease", "JobRun",
+    "OutboxEvent", "PriceVersionRow", "Report", "Settlement", "UsageExtension", "UsageInterval",
+    "UsageMark", "metadata",
 ]

@@ -27,7 +27,17 @@ class SchedulerSettings(msgspec.Struct, forbid_unknown_fields=True):
     settlement_recheck_seconds: int = 15
     billing_interval_seconds: int = 300
     report_interval_seconds: int = 900
+    webhook_interval_seconds: int = 10
     lease_seconds: int = 300
+    # Each billing tick runs the current period (refreshing drafts) and this many ended ones.
+    billing_lookback_periods: int = 1
+    # A day's report is written this long after the day ends, so late events still make it.
+    report_grace_seconds: int = 3600
+    # Each reports tick looks this many days back behind its watermark (late first events).
+    report_lookback_days: int = 3
+    # A backlog (first start, long outage) is caught up this many days per tick.
+    report_max_days_per_tick: int = 31
+    job_runs_retention_days: int = 30
 
 
 class NetworkSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -50,6 +60,15 @@ class NetworkSettings(msgspec.Struct, forbid_unknown_fields=True):
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True):
     url: str
     secret_env: str = "METERING_WEBHOOK_SECRET"
+
+
+class WebhookDeliverySettings(msgspec.Struct, forbid_unknown_fields=True):
+    timeout_seconds: int = 10
+    max_attempts: int = 12  # then the delivery is ``failed``
+    backoff_seconds: int = 30  # after the first failure; doubles each attempt
+    backoff_cap_seconds: int = 3600
+    batch_size: int = 100  # deliveries per tick
+    concurrency: int = 8
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -81,6 +100,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         }
     )
     webhooks: list[WebhookSettings] = msgspec.field(default_factory=list)
+    webhook_delivery: WebhookDeliverySettings = msgspec.field(default_factory=WebhookDeliverySettings)
 
     @property
     def is_sqlite(self) -> bool:

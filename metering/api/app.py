@@ -25,6 +25,7 @@ from metering.invoices.controller import BillingRunController, InvoiceController
 from metering.logging import configure_logging
 from metering.pricing.controller import PriceController
 from metering.pricing.service import PriceCatalog
+from metering.reports.controller import ReportController
 from metering.settings import Settings, load_settings
 from metering.settlements.controller import SettlementController
 from metering.tokens.controller import TokenController
@@ -43,9 +44,17 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         owned = db is None
         app.state.db = db or create_database(settings.database_url)
         await prices.refresh(app.state.db)
+        scheduler = None
+        if settings.scheduler.enabled:
+            from metering.scheduler.runner import Scheduler
+
+            scheduler = Scheduler(app.state.db, settings, prices)
+            scheduler.start()
         try:
             yield
         finally:
+            if scheduler is not None:
+                await scheduler.stop()
             if owned:
                 await app.state.db.dispose()
 
@@ -68,6 +77,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             EventController,
             PriceController,
             UsageController,
+            ReportController,
             SettlementController,
             BillingRunController,
             InvoiceController,

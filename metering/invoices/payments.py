@@ -10,12 +10,15 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from metering.core.money import format_money
+from metering.core.timeutil import format_time
 from metering.db.base import now_us
 from metering.errors import Conflict, NotFound
 from metering.invoices.models import Invoice, InvoiceLine
 from metering.settings import Settings
 from metering.settlements import service as settlements
 from metering.settlements.models import Settlement
+from metering.webhooks.outbox import enqueue
 
 INVOICES = Invoice.__table__
 LINES = InvoiceLine.__table__
@@ -58,8 +61,13 @@ async def sync_paid(session: AsyncSession, invoice_ids: list[str] | None = None)
 
 
 async def on_finalized(session: AsyncSession, settings: Settings, invoice_id: str) -> None:
-    """In the finalizing transaction: an invoice already covered by payments is paid."""
+    """In the finalizing transaction: settle an invoice already covered, tell the webhooks."""
     await sync_paid(session, [invoice_id])
+    row = (await session.execute(select(INVOICES).where(INVOICES.c.id == invoice_id))).one()
+    await enqueue(session, "invoice.finalized", {
+        "invoice_id": row.id, "number": row.number, "workspace_id": row.workspace_id,
+        "period_start": format_time(row.period_start), "period_end": format_time(row.period_end),
+        "total": format_money(row.total)}, settings=settings)
 
 
 async def invoice_check(session: AsyncSession, invoice_id: str) -> str:

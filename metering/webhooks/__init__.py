@@ -1,0 +1,1 @@
+"""Webhooks from a transactional outbox: written with the change, delivered at least once."""
