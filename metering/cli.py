@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from metering.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:  # imported lazily at run time: each command loads only what it needs
+    from metering.db import Database
+    from metering.pricing.service import PriceCatalog
+
+T = TypeVar("T")
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -28,51 +35,55 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-def _tokens_create(settings: Settings, args: argparse.Namespace) -> int:
+def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Migrate, then run ``work`` with a database that is closed afterwards."""
     from metering.db import create_database
     from metering.migrate import upgrade
-    from metering.tokens.service import create_token
 
     upgrade(settings.database_url)
 
-    async def run() -> str:
+    async def run() -> T:
         db = create_database(settings.database_url)
         try:
-            made = await create_token(db, args.name, args.scope, args.workspace)
+            return await work(db)
         finally:
             await db.dispose()
-        return made.token
 
-    token = asyncio.run(run())
-    # Shown once: only its hash is stored.
-    print(token)
+    return asyncio.run(run())
+
+
+def _times(**texts: str) -> list[int]:
+    from metering.core.timeutil import parse_time
+    from metering.errors import Invalid, field_error
+
+    try:
+        return [parse_time(text) for text in texts.values()]
+    except ValueError as exc:
+        raise Invalid(str(exc), [field_error("must be an RFC 3339 time with an offset", ", ".join(texts))]) from None
+
+
+def _prices(settings: Settings) -> PriceCatalog:
+    from metering.pricing.service import PriceCatalog
+
+    return PriceCatalog.from_file(settings.pricing_file)
+
+
+def _tokens_create(settings: Settings, args: argparse.Namespace) -> int:
+    from metering.tokens.service import create_token
+
+    made = _with_database(settings, lambda db: create_token(db, args.name, args.scope, args.workspace))
+    print(made.token)  # shown once: only its hash is stored
     return 0
 
 
 def _billing_run(settings: Settings, args: argparse.Namespace) -> int:
-    from metering.core.timeutil import format_time, parse_time
-    from metering.db import create_database
+    from metering.core.timeutil import format_time
     from metering.invoices.service import run_billing
-    from metering.migrate import upgrade
-    from metering.pricing.service import PriceCatalog
 
-    try:
-        start, end = parse_time(args.period_start), parse_time(args.period_end)
-    except ValueError as exc:
-        print(f"metering: {exc}", file=sys.stderr)
-        return 2
-    upgrade(settings.database_url)
-
-    async def run() -> None:
-        db = create_database(settings.database_url)
-        try:
-            result = await run_billing(db, settings, start, end, prices=PriceCatalog.from_file(settings.pricing_file))
-        finally:
-            await db.dispose()
-        print(f"{result.id}: {format_time(result.period_start)} .. {format_time(result.period_end)}: "
-              f"{result.invoices} invoices, {result.finalized} finalized")
-
-    asyncio.run(run())
+    start, end = _times(period_start=args.period_start, period_end=args.period_end)
+    result = _with_database(settings, lambda db: run_billing(db, settings, start, end, prices=_prices(settings)))
+    print(f"{result.id}: {format_time(result.period_start)} .. {format_time(result.period_end)}: "
+          f"{result.invoices} invoices, {result.finalized} finalized")
     return 0
 
 
@@ -85,33 +96,14 @@ def _scheduler(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
-    from metering.core.timeutil import parse_time
     from metering.exports.plan import ExportRequest
-
-    try:
-        start, end = parse_time(args.start), parse_time(args.end)
-    except ValueError as exc:
-        print(f"metering: {exc}", file=sys.stderr)
-        return 2
-    job = ExportRequest(args.dataset, start, end, args.workspace, args.format)
-
-    from metering.db import create_database
     from metering.exports.tofile import export_to_file
-    from metering.migrate import upgrade
-    from metering.pricing.service import PriceCatalog
 
-    upgrade(settings.database_url)
-
-    async def run() -> None:
-        db = create_database(settings.database_url)
-        try:
-            # The progress bar is for people: nothing on stderr when it is not a terminal.
-            progress = sys.stderr if sys.stderr.isatty() else None
-            await export_to_file(db, PriceCatalog.from_file(settings.pricing_file), job, args.output, progress)
-        finally:
-            await db.dispose()
-
-    asyncio.run(run())
+    start, end = _times(start=args.start, end=args.end)
+    job = ExportRequest(args.dataset, start, end, args.workspace, args.format)
+    # The progress bar is for people: nothing on stderr when it is not a terminal.
+    progress = sys.stderr if sys.stderr.isatty() else None
+    _with_database(settings, lambda db: export_to_file(db, _prices(settings), job, args.output, progress))
     return 0
 
 

@@ -10,7 +10,7 @@ from metering.api.auth import ensure_workspace, require_scope
 from metering.api.params import choice_param, decode_cursor, encode_cursor, limit_param, time_param
 from metering.core.money import format_money, format_seconds
 from metering.core.timeutil import format_time
-from metering.errors import Invalid, field_error
+from metering.errors import Forbidden, Invalid, field_error
 from metering.invoices import queries
 from metering.invoices.models import STATUSES, Invoice, InvoiceLine
 from metering.invoices.service import run_billing
@@ -67,6 +67,8 @@ class BillingRunController(Controller):
 
     @post(operation_id="runBilling", status_code=201, summary="Build (and when due, finalize) a period's invoices")
     async def run(self, request: Request, data: JSONBody[BillingRunRequest]) -> dict[str, Any]:
+        if request.state.principal.workspace_id is not None:
+            raise Forbidden("a billing run bills every workspace; a token bound to one workspace cannot start it")
         start = time_param("period_start", data.period_start, required=True)
         end = time_param("period_end", data.period_end, required=True)
         state = request.app.state

@@ -6,21 +6,22 @@ lease and records the run around it.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import ModuleType
 
 from sqlalchemy import select
 
 from metering.core.periods import DAY_US, floor_to, period_bounds
 from metering.core.timeutil import format_time, parse_time
 from metering.db import Database
+from metering.invoices.payments import on_settlement_change
+from metering.invoices.service import run_billing
 from metering.logging import get_logger
 from metering.pricing.service import PriceCatalog
 from metering.reports.service import earliest_activity, write_reports
 from metering.scheduler.models import JobRun
 from metering.settings import Settings
+from metering.settlements.service import recheck_pending
 from metering.webhooks.delivery import deliver_due
 
 RUNS = JobRun.__table__
@@ -45,19 +46,6 @@ class JobResult:
 Job = Callable[[JobContext], Awaitable[JobResult]]
 
 
-def _optional(module: str) -> ModuleType | None:
-    """A module another part of the service provides, or None while it does not exist yet.
-
-    Only the module's own absence is tolerated: an import error inside it is a real failure.
-    """
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module.startswith(exc.name):
-            return None
-        raise
-
-
 def billing_periods(settings: Settings, now: int) -> list[tuple[int, int]]:
     """The current period (to refresh its drafts) and the ``billing_lookback_periods`` before it.
 
@@ -71,23 +59,18 @@ def billing_periods(settings: Settings, now: int) -> list[tuple[int, int]]:
 
 
 async def billing(ctx: JobContext) -> JobResult:
-    service = _optional("metering.invoices.service")
-    if service is None or not hasattr(service, "run_billing"):
-        return JobResult("skipped", detail="invoices are not available")
     periods = billing_periods(ctx.settings, ctx.now_us)
     done, failed = [], False
     for start, end in periods:
         # One period failing must not keep the others (the current drafts, say) from running.
         try:
-            result = await service.run_billing(ctx.db, ctx.settings, start, end, now_us=ctx.now_us,
-                                               prices=ctx.prices)
+            result = await run_billing(ctx.db, ctx.settings, start, end, now_us=ctx.now_us, prices=ctx.prices)
         except Exception as exc:
             log.error("billing_period_failed", period_start=format_time(start), exc_info=exc)
             done.append(f"{format_time(start)}: {type(exc).__name__}: {exc}")
             failed = True
             continue
-        done.append(f"{format_time(start)}: invoices={getattr(result, 'invoices', '?')} "
-                    f"finalized={getattr(result, 'finalized', '?')}")
+        done.append(f"{format_time(start)}: invoices={result.invoices} finalized={result.finalized}")
     key = f"{format_time(periods[0][0])}..{format_time(periods[-1][1])}"
     return JobResult("failed" if failed else "ok", key=key, detail="; ".join(done))
 
@@ -132,14 +115,9 @@ async def reports(ctx: JobContext) -> JobResult:
 
 
 async def settlements(ctx: JobContext) -> JobResult:
-    service = _optional("metering.settlements.service")
-    if service is None or not hasattr(service, "recheck_pending"):
-        return JobResult("skipped", detail="settlements are not available")
     # The same hook the API passes: a settlement confirmed (or reorged) here moves its invoice too.
-    payments = _optional("metering.invoices.payments")
-    on_change = getattr(payments, "on_settlement_change", None) if payments else None
-    result = await service.recheck_pending(ctx.db, ctx.settings, ctx.now_us, on_change=on_change)
-    return JobResult("ok", detail=None if result is None else f"rechecked={result}")
+    checked = await recheck_pending(ctx.db, ctx.settings, ctx.now_us, on_change=on_settlement_change)
+    return JobResult("ok", detail=f"rechecked={checked}")
 
 
 async def webhooks(ctx: JobContext) -> JobResult:
