@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import msgspec
 from litestar import Controller, Request, post
 
 from metering.api.auth import require_scope
 from metering.db.base import now_us
-from metering.errors import BadRequest, PayloadTooLarge, Problem, UnsupportedMediaType
+from metering.errors import PayloadTooLarge, Problem, UnsupportedMediaType
 from metering.events.schemas import IngestResult
-from metering.events.service import store_batch, validate_batch
+from metering.events.service import EventWriter, parse_events
 
 SINGLE_TYPES = ("application/cloudevents+json", "application/json")
 BATCH_TYPE = "application/cloudevents-batch+json"
@@ -36,15 +35,17 @@ class EventController(Controller):
         state = request.app.state
         metrics = state.metrics
         try:
-            raw = await read_events(request)
+            body, batch = await read_body(request)
             now = now_us()
-            rows = validate_batch(
-                raw,
+            rows = parse_events(
+                body,
+                batch=batch,
+                max_events=state.settings.max_batch_events,
                 template_known=state.prices.knows,
                 latest_us=now + state.settings.max_future_seconds * 1_000_000,
                 received_us=now,
             )
-            result = await store_batch(state.db, rows, after_insert=state.after_insert)
+            result = await event_writer(request).store(rows)
         except Problem as exc:
             metrics.events_rejected.labels(str(exc.status)).inc()
             raise
@@ -53,8 +54,17 @@ class EventController(Controller):
         return result
 
 
-async def read_events(request: Request) -> list:
-    """Content type, size and JSON shape checks; the events as decoded builtins."""
+def event_writer(request: Request) -> EventWriter:
+    """The application's one writer (made on first use: the database exists from startup on)."""
+    state = request.app.state
+    writer = state.get("event_writer")
+    if writer is None or writer.db is not state.db:
+        writer = state.event_writer = EventWriter(state.db, state.after_insert)
+    return writer
+
+
+async def read_body(request: Request) -> tuple[bytes, bool]:
+    """Content type and size checks; the body, and whether it is a batch."""
     settings = request.app.state.settings
     kind = media_type(request)
     if kind not in SINGLE_TYPES and kind != BATCH_TYPE:
@@ -67,16 +77,4 @@ async def read_events(request: Request) -> list:
     body = await request.body()
     if len(body) > settings.max_body_bytes:
         raise PayloadTooLarge(f"the body is over {settings.max_body_bytes} bytes")
-    try:
-        decoded = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
-    if kind == BATCH_TYPE:
-        if not isinstance(decoded, list):
-            raise BadRequest("a batch must be a JSON array of events")
-        if len(decoded) > settings.max_batch_events:
-            raise PayloadTooLarge(f"a batch holds at most {settings.max_batch_events} events, got {len(decoded)}")
-        return decoded
-    if not isinstance(decoded, dict):
-        raise BadRequest(f"a single event must be a JSON object; send arrays as {BATCH_TYPE}")
-    return [decoded]
+    return body, kind == BATCH_TYPE

@@ -1,16 +1,19 @@
 """The CloudEvents accepted by ``POST /v1/events`` and their validation rules.
 
-Decoding is msgspec end to end: the body becomes builtins in C, each event is converted
-to a typed struct in C, and only the rules msgspec cannot express run in Python.
+Decoding is msgspec end to end: a valid batch goes from bytes to typed structs in C
+(``CloudEvent``, and ``WireEvent`` for the payload as sent), and only the rules msgspec
+cannot express run in Python (``RuleCheck`` for the verdict, ``check_rules`` for messages).
 """
 
 from __future__ import annotations
 
 import re
 from datetime import datetime
+from operator import attrgetter
 from typing import Annotated
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 SOURCE_MAX = 512
@@ -39,10 +42,21 @@ REQUIRED_DATA: dict[str, tuple[str, ...]] = {
 }
 ID_FIELDS = ("workspace_id", "deployment_id", "sandbox_id", "run_id")
 
+# A validated event as a row of the ``events`` table: a plain tuple in this column order,
+# inserted as is and read by position by the usage derivation.
+EVENT_COLUMNS = (
+    "source", "event_id", "type", "time", "workspace_id", "deployment_id", "sandbox_id", "run_id",
+    "template", "minutes", "body_hash", "payload", "received_at",
+)
+SOURCE, EVENT_ID, TYPE, TIME = 0, 1, 2, 3
+BODY_HASH = EVENT_COLUMNS.index("body_hash")
+
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
-class EventData(msgspec.Struct):
+# gc=False: the structs hold only strings, numbers and datetimes (no cycles), so a batch of
+# 10,000 does not make the garbage collector run over them again and again.
+class EventData(msgspec.Struct, gc=False):
     workspace_id: str | None = None
     deployment_id: str | None = None
     sandbox_id: str | None = None
@@ -51,7 +65,7 @@ class EventData(msgspec.Struct):
     minutes: int | None = None
 
 
-class CloudEvent(msgspec.Struct):
+class CloudEvent(msgspec.Struct, gc=False):
     specversion: str
     id: str
     source: str
@@ -60,6 +74,35 @@ class CloudEvent(msgspec.Struct):
     data: EventData
     subject: str | None = None
     datacontenttype: str | None = None
+
+
+class WireData(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """``data`` exactly as sent: absent fields stay UNSET, so re-encoding gives back the same object."""
+
+    workspace_id: str | None | UnsetType = UNSET
+    deployment_id: str | None | UnsetType = UNSET
+    sandbox_id: str | None | UnsetType = UNSET
+    run_id: str | None | UnsetType = UNSET
+    template: str | None | UnsetType = UNSET
+    minutes: int | None | UnsetType = UNSET
+
+
+class WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """An event exactly as sent (no parsing), for its canonical JSON.
+
+    Encoded with ``order="sorted"`` it is byte for byte the canonical JSON of the same object
+    decoded as a dict (tests/api/test_ingest_paths.py), without making 10,000 dicts per batch.
+    An attribute not listed here fails the decoding: such a batch takes the dict path.
+    """
+
+    specversion: str | UnsetType = UNSET
+    id: str | UnsetType = UNSET
+    source: str | UnsetType = UNSET
+    type: str | UnsetType = UNSET
+    time: str | UnsetType = UNSET
+    subject: str | None | UnsetType = UNSET
+    datacontenttype: str | None | UnsetType = UNSET
+    data: WireData | UnsetType = UNSET
 
 
 class IngestResult(msgspec.Struct):
@@ -112,3 +155,43 @@ def check_rules(ev: CloudEvent) -> list[tuple[str, str]]:
     if ev.subject is not None and ev.type in SANDBOX_TYPES and ev.subject != data.sandbox_id:
         problems.append(("subject", "must equal data.sandbox_id"))
     return problems
+
+
+_REQUIRED_GETTERS = {t: attrgetter("workspace_id", "deployment_id", *names) for t, names in REQUIRED_DATA.items()}
+_SANDBOX_TYPE_SET = frozenset(SANDBOX_TYPES)
+
+
+class RuleCheck:
+    """``check_rules(ev) == []`` without building messages: the verdict for the common, valid case.
+
+    Ids and sources repeat across a batch (a workspace, deployment and sandbox per several
+    events), so each distinct one is matched once.  Use one instance per batch.
+    """
+
+    def __init__(self) -> None:
+        self._good_ids: set[str] = set()
+        self._good_sources: set[str] = set()
+
+    def passes(self, ev: CloudEvent) -> bool:
+        if ev.specversion != "1.0" or not ID_PATTERN.fullmatch(ev.id):
+            return False
+        source = ev.source
+        if source not in self._good_sources:
+            if not source or len(source) > SOURCE_MAX or not source.isprintable():
+                return False
+            self._good_sources.add(source)
+        required = _REQUIRED_GETTERS.get(ev.type)
+        if required is None:
+            return False
+        data = ev.data
+        if None in required(data):
+            return False
+        good = self._good_ids
+        for value in (data.workspace_id, data.deployment_id, data.sandbox_id, data.run_id):
+            if value is not None and value not in good:
+                if not ID_PATTERN.fullmatch(value):
+                    return False
+                good.add(value)
+        if ev.type == "sandbox.extended" and (data.minutes <= 0 or data.minutes % 15):  # type: ignore[operator]
+            return False
+        return ev.subject is None or ev.type not in _SANDBOX_TYPE_SET or ev.subject == data.sandbox_id

@@ -1,42 +1,170 @@
-"""Validate a batch of CloudEvents and store it, all or nothing, exactly once per key."""
+"""Validate a batch of CloudEvents and store it, all or nothing, exactly once per key.
+
+The hot path, per batch: the body decoded in C into typed structs (twice: validated, and as
+sent for the canonical payload), a light rule check per event, then bulk driver SQL
+(db.upsert.BulkSQL).  Messages are only built when something is wrong: then the batch is
+checked again as dicts, event by event, to name every bad event's index and field.
+
+Writes go through ``EventWriter``: one ingest transaction at a time per process (SQLite has
+one writer anyway, and usage derivation must not fold a sandbox from two transactions), and
+requests that arrive while one is being written are committed together in the next one.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 import msgspec
-from sqlalchemy import select, tuple_
+from sqlalchemy import Connection
 
 from metering.core.timeutil import format_time
-from metering.db import Database, insert_ignore
-from metering.errors import Conflict, Invalid, field_error
+from metering.db import Database
+from metering.db.upsert import BulkSQL, WriteRunner
+from metering.errors import BadRequest, Conflict, Invalid, PayloadTooLarge, field_error
 from metering.events.models import Event
-from metering.events.schemas import CloudEvent, IngestResult, check_rules, split_msgspec_error
+from metering.events.schemas import (
+    BODY_HASH,
+    EVENT_COLUMNS,
+    EVENT_ID,
+    SOURCE,
+    CloudEvent,
+    IngestResult,
+    RuleCheck,
+    WireEvent,
+    check_rules,
+    split_msgspec_error,
+)
 
 EVENTS = Event.__table__
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ONE_US = datetime.resolution
 MAX_REPORTED_ERRORS = 100
-KEY_CHUNK = 500
+ON_KEY_CONFLICT = "ON CONFLICT (source, event_id) DO NOTHING"
+# Serializes ingest transactions across processes on PostgreSQL (SQLite's write lock does it there).
+PG_INGEST_LOCK = 0x6D6574_6572696E  # "meterin"
+# A group commit holds at most this many events: it is for many small requests (one big batch
+# goes alone; reading the stored keys of a big group up front would cost more than the fsync saved).
+MAX_GROUP_EVENTS = 2_000
 
 _canonical = msgspec.json.Encoder(order="sorted")
 
+Row = tuple  # one event, in EVENT_COLUMNS order
 TemplateCheck = Callable[[str, int], bool]
-AfterInsert = Callable[[Any, list[dict[str, Any]]], Any]
+AfterInsert = Callable[[Connection, list[Row]], None]
 
 
 def _to_us(dt: datetime) -> int:
     return (dt - EPOCH) // ONE_US
 
 
+# -- decoding and validation -------------------------------------------------------------
+
+_decode_batch = msgspec.json.Decoder(list[CloudEvent]).decode
+_decode_batch_wire = msgspec.json.Decoder(list[WireEvent]).decode
+_decode_one = msgspec.json.Decoder(CloudEvent).decode
+_decode_one_wire = msgspec.json.Decoder(WireEvent).decode
+
+
+def parse_events(
+    body: bytes, *, batch: bool, max_events: int, template_known: TemplateCheck, latest_us: int, received_us: int
+) -> list[Row]:
+    """The body's events as rows ready to insert, or the problem: 400, 413 or 422.
+
+    Fast path: the whole body decoded in C into typed structs (no dicts, nothing for the
+    garbage collector), once to validate and once as sent for the canonical payload.  Any
+    doubt (invalid JSON, a wrong type, an attribute we do not know, a broken rule) sends the
+    body down the dict path, which accepts the same events and names every problem.
+    """
+    rows = _fast_rows(body, batch, max_events, template_known, latest_us, received_us)
+    if rows is not None:
+        return rows
+    raw = decode_events(body, batch=batch, max_events=max_events)
+    return validate_batch(raw, template_known=template_known, latest_us=latest_us, received_us=received_us)
+
+
+def _fast_rows(
+    body: bytes, batch: bool, max_events: int, template_known: TemplateCheck, latest_us: int, received_us: int
+) -> list[Row] | None:
+    try:
+        if batch:
+            events, sent = _decode_batch(body), _decode_batch_wire(body)
+        else:
+            events, sent = [_decode_one(body)], [_decode_one_wire(body)]
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+    if len(events) > max_events:
+        return None
+    rules = RuleCheck()
+    rows = []
+    for ev, wire in zip(events, sent):
+        time_us = _to_us(ev.time)
+        if not _passes(rules, ev, time_us, template_known, latest_us):
+            return None
+        rows.append(_row(_canonical.encode(wire), ev, time_us, received_us))
+    return rows
+
+
+def _passes(rules: RuleCheck, ev: CloudEvent, time_us: int, template_known: TemplateCheck, latest_us: int) -> bool:
+    template = ev.data.template
+    return (
+        rules.passes(ev)
+        and time_us <= latest_us
+        and (template is None or template_known(template, time_us))
+    )
+
+
+def decode_events(body: bytes, *, batch: bool, max_events: int) -> list[Any]:
+    """The body's events as decoded builtins; 400 for bad JSON or shape, 413 for too many."""
+    try:
+        decoded = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if batch:
+        if not isinstance(decoded, list):
+            raise BadRequest("a batch must be a JSON array of events")
+        if len(decoded) > max_events:
+            raise PayloadTooLarge(f"a batch holds at most {max_events} events, got {len(decoded)}")
+        return decoded
+    if not isinstance(decoded, dict):
+        raise BadRequest("a single event must be a JSON object; send arrays as application/cloudevents-batch+json")
+    return [decoded]
+
+
 def validate_batch(
     raw_events: Sequence[Any], *, template_known: TemplateCheck, latest_us: int, received_us: int
-) -> list[dict[str, Any]]:
-    """Rows ready to insert, or ``Invalid`` naming every bad event's index and field."""
-    rows: list[dict[str, Any]] = []
+) -> list[Row]:
+    """Decoded events as rows ready to insert, or ``Invalid`` naming every bad event's index and field."""
+    try:
+        events = msgspec.convert(raw_events, list[CloudEvent])
+    except msgspec.ValidationError:
+        return _validate_each(raw_events, template_known, latest_us, received_us)
+    rules = RuleCheck()
+    rows = []
+    for raw, ev in zip(raw_events, events):
+        time_us = _to_us(ev.time)
+        if not _passes(rules, ev, time_us, template_known, latest_us):
+            return _validate_each(raw_events, template_known, latest_us, received_us)
+        rows.append(_row(_canonical.encode(raw), ev, time_us, received_us))
+    return rows
+
+
+def _row(payload: bytes, ev: CloudEvent, time_us: int, received_us: int) -> Row:
+    # ``payload`` is the canonical JSON (sorted keys): the hash does not depend on the sender's key order.
+    d = ev.data
+    return (ev.source, ev.id, ev.type, time_us, d.workspace_id, d.deployment_id, d.sandbox_id, d.run_id,
+            d.template, d.minutes, hashlib.sha256(payload).hexdigest(), payload.decode(), received_us)
+
+
+def _validate_each(
+    raw_events: Sequence[Any], template_known: TemplateCheck, latest_us: int, received_us: int
+) -> list[Row]:
+    """The slow path: every event on its own, collecting every problem with its index and field."""
+    rows: list[Row] = []
     errors: list[dict[str, Any]] = []
     for index, raw in enumerate(raw_events):
         if not isinstance(raw, dict):
@@ -58,24 +186,7 @@ def validate_batch(
         if problems:
             errors.extend(field_error(msg, field, index) for field, msg in problems)
             continue
-        payload = _canonical.encode(raw)
-        rows.append(
-            {
-                "source": ev.source,
-                "event_id": ev.id,
-                "type": ev.type,
-                "time": time_us,
-                "workspace_id": data.workspace_id,
-                "deployment_id": data.deployment_id,
-                "sandbox_id": data.sandbox_id,
-                "run_id": data.run_id,
-                "template": data.template,
-                "minutes": data.minutes,
-                "body_hash": hashlib.sha256(payload).hexdigest(),
-                "payload": payload.decode(),
-                "received_at": received_us,
-            }
-        )
+        rows.append(_row(_canonical.encode(raw), ev, time_us, received_us))
     if errors:
         raise Invalid(
             f"{len({e.get('index') for e in errors})} of {len(raw_events)} events are invalid; none was stored",
@@ -84,22 +195,23 @@ def validate_batch(
     return rows
 
 
-def dedupe_batch(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
+def dedupe_batch(rows: list[Row]) -> tuple[list[Row], list[int]]:
     """Drop repeats inside the batch; a repeat with another body is a conflict.
 
     Returns the unique rows and, parallel to them, each row's index in the batch.
     """
+    if len({(row[SOURCE], row[EVENT_ID]) for row in rows}) == len(rows):
+        return rows, list(range(len(rows)))  # the common case: nothing repeats
     seen: dict[tuple[str, str], int] = {}
-    unique: list[dict[str, Any]] = []
+    unique: list[Row] = []
     indexes: list[int] = []
     for index, row in enumerate(rows):
-        key = (row["source"], row["event_id"])
-        first = seen.get(key)
-        if first is None:
-            seen[key] = len(unique)
+        key = (row[SOURCE], row[EVENT_ID])
+        first = seen.setdefault(key, len(unique))
+        if first == len(unique):
             unique.append(row)
             indexes.append(index)
-        elif unique[first]["body_hash"] != row["body_hash"]:
+        elif unique[first][BODY_HASH] != row[BODY_HASH]:
             raise _conflict(index)
     return unique, indexes
 
@@ -111,36 +223,178 @@ def _conflict(index: int) -> Conflict:
     )
 
 
-async def store_batch(
-    db: Database, rows: list[dict[str, Any]], *, after_insert: AfterInsert | None = None
-) -> IngestResult:
-    """Insert in one transaction; commit means durable, so the caller may answer 202."""
+# -- storing -------------------------------------------------------------------------------
+# Synchronous: a whole ingest transaction runs in one go on the writer (db.upsert.WriteRunner).
+
+
+def _store(conn: Connection, sql: BulkSQL, rows: list[Row], after_insert: AfterInsert | None) -> IngestResult:
+    """Insert one request's events inside the current transaction."""
     unique, indexes = dedupe_batch(rows)
-    if not unique:
-        return IngestResult(accepted=0, duplicates=0)
-    async with db.write() as session:
-        conn = await session.connection()
-        stmt = insert_ignore(EVENTS, db.dialect, ["source", "event_id"]).returning(EVENTS.c.id)
-        inserted = len((await conn.execute(stmt, unique)).fetchall())
-        if inserted < len(unique):
-            await _check_repeats(conn, unique, indexes)
-        if after_insert is not None and inserted:
-            await after_insert(session, unique)
+    inserted = 0
+    for stmt, params in sql.insert_chunks(EVENTS, EVENT_COLUMNS, unique, ON_KEY_CONFLICT):
+        inserted += conn.exec_driver_sql(stmt, params).rowcount
+    if inserted < len(unique):  # some were stored before: repeats, or conflicts?
+        stored = _stored_hashes(conn, sql, [_key(r) for r in unique])
+        for offset, row in enumerate(unique):
+            if stored[_key(row)] != row[BODY_HASH]:
+                raise _conflict(indexes[offset])
+    if after_insert is not None and inserted:
+        after_insert(conn, unique)
     return IngestResult(accepted=inserted, duplicates=len(rows) - inserted)
 
 
-async def _check_repeats(conn: Any, unique: list[dict[str, Any]], indexes: list[int]) -> None:
-    """Every key is stored now; any stored body that differs from ours is a 409."""
-    for lo in range(0, len(unique), KEY_CHUNK):
-        chunk = unique[lo : lo + KEY_CHUNK]
-        keys = [(r["source"], r["event_id"]) for r in chunk]
-        stored = dict(
-            (((s, e), h) for s, e, h in await conn.execute(
-                select(EVENTS.c.source, EVENTS.c.event_id, EVENTS.c.body_hash).where(
-                    tuple_(EVENTS.c.source, EVENTS.c.event_id).in_(keys)
-                )
-            ))
-        )
-        for offset, row in enumerate(chunk):
-            if stored[(row["source"], row["event_id"])] != row["body_hash"]:
-                raise _conflict(indexes[lo + offset])
+def _key(row: Row) -> tuple[str, str]:
+    return row[SOURCE], row[EVENT_ID]
+
+
+def _stored_hashes(conn: Connection, sql: BulkSQL, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    stored: dict[tuple[str, str], str] = {}
+    for stmt, params in sql.keyed_chunks(EVENTS, "SELECT source, event_id, body_hash FROM events",
+                                         ("source", "event_id"), keys):
+        stored.update(((s, e), h) for s, e, h in conn.exec_driver_sql(stmt, params))
+    return stored
+
+
+def _store_together(
+    conn: Connection, sql: BulkSQL, batches: list[list[Row]], after_insert: AfterInsert | None
+) -> list[IngestResult | Exception] | None:
+    """Several requests' events in one set of statements, or None if two requests share a key.
+
+    Ingest transactions are serialized (one writer, and the lock in ``write_group``), so
+    the keys already stored can be read first: each request learns its repeats and
+    conflicts up front, and only new events are inserted and derived, all at once.
+    """
+    outcomes: list[IngestResult | Exception | None] = [None] * len(batches)
+    requests: list[tuple[int, list[Row], list[int]]] = []
+    owner: dict[tuple[str, str], int] = {}
+    for i, rows in enumerate(batches):
+        try:
+            unique, indexes = dedupe_batch(rows)
+        except Conflict as exc:
+            outcomes[i] = exc
+            continue
+        for row in unique:
+            if owner.setdefault(_key(row), i) != i:
+                return None  # the order between the requests matters: let each go on its own
+        requests.append((i, unique, indexes))
+    stored = _stored_hashes(conn, sql, list(owner))
+    new_rows: list[Row] = []
+    for i, unique, indexes in requests:
+        clash = next((n for n, r in enumerate(unique) if stored.get(_key(r), r[BODY_HASH]) != r[BODY_HASH]), None)
+        if clash is not None:
+            outcomes[i] = _conflict(indexes[clash])
+            continue
+        fresh = [r for r in unique if _key(r) not in stored]
+        new_rows += fresh
+        outcomes[i] = IngestResult(accepted=len(fresh), duplicates=len(batches[i]) - len(fresh))
+    inserted = sum(conn.exec_driver_sql(stmt, params).rowcount
+                   for stmt, params in sql.insert_chunks(EVENTS, EVENT_COLUMNS, new_rows, ON_KEY_CONFLICT))
+    if inserted != len(new_rows):
+        raise RuntimeError("events appeared while the ingest lock was held")
+    if after_insert is not None and new_rows:
+        after_insert(conn, new_rows)
+    return outcomes  # type: ignore[return-value]
+
+
+def _store_each(
+    conn: Connection, sql: BulkSQL, batches: list[list[Row]], after_insert: AfterInsert | None
+) -> list[IngestResult | Exception]:
+    """One request after the other, each in a savepoint: a 409 rolls back only its own events."""
+    outcomes: list[IngestResult | Exception] = []
+    for rows in batches:
+        savepoint = conn.begin_nested()
+        try:
+            outcome = _store(conn, sql, rows, after_insert)
+        except Exception as exc:  # noqa: BLE001 - it is that request's answer
+            savepoint.rollback()
+            outcomes.append(exc)
+        else:
+            savepoint.commit()
+            outcomes.append(outcome)
+    return outcomes
+
+
+def write_group(
+    conn: Connection, batches: list[list[Row]], after_insert: AfterInsert | None = None
+) -> list[IngestResult | Exception]:
+    """Store several requests' batches in the current transaction, each all or nothing.
+
+    One outcome per batch.  With a single batch an error is raised (the caller rolls back).
+    """
+    sql = BulkSQL(conn.dialect.name)
+    if sql.is_pg:  # one ingest transaction at a time, across service instances too
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_INGEST_LOCK})")
+    if len(batches) == 1:
+        return [_store(conn, sql, batches[0], after_insert)]
+    outcomes = _store_together(conn, sql, batches, after_insert)
+    return outcomes if outcomes is not None else _store_each(conn, sql, batches, after_insert)
+
+
+async def store_batch(db: Database, rows: list[Row], *, after_insert: AfterInsert | None = None) -> IngestResult:
+    """Insert one batch in its own transaction; commit means durable, so the caller may answer 202."""
+    if not rows:
+        return IngestResult(accepted=0, duplicates=0)
+    async with db.write() as session:  # through the session's connection: no writer thread of its own
+        conn = await session.connection()
+        outcomes = await conn.run_sync(partial(write_group, batches=[rows], after_insert=after_insert))
+    return outcomes[0]  # type: ignore[return-value]
+
+
+class EventWriter:
+    """Group commit: one ingest transaction at a time, carrying every request that waits for it.
+
+    With ``synchronous=FULL`` each SQLite commit costs an fsync, and there is one writer at a
+    time, so concurrent single-event requests would queue on the lock, each paying its own
+    fsync.  Instead they queue here, and the next transaction stores them all under one commit.
+    """
+
+    def __init__(self, db: Database, after_insert: AfterInsert | None) -> None:
+        self.db = db
+        self.after_insert = after_insert
+        self.runner = WriteRunner(db.engine)
+        self._queue: list[tuple[list[Row], asyncio.Future[IngestResult]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def store(self, rows: list[Row]) -> IngestResult:
+        if not rows:
+            return IngestResult(accepted=0, duplicates=0)
+        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._queue.append((rows, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    def _next_group(self) -> list[tuple[list[Row], asyncio.Future[IngestResult]]]:
+        size, take = 0, 0
+        for rows, _ in self._queue:
+            if take and size + len(rows) > MAX_GROUP_EVENTS:
+                break
+            size += len(rows)
+            take += 1
+        group, self._queue = self._queue[:take], self._queue[take:]
+        return group
+
+    async def _drain(self) -> None:
+        group: list[tuple[list[Row], asyncio.Future[IngestResult]]] = []
+        try:
+            while self._queue:
+                group = self._next_group()
+                work = partial(write_group, batches=[rows for rows, _ in group], after_insert=self.after_insert)
+                try:
+                    outcomes = await self.runner.run(work)
+                except Exception as exc:  # noqa: BLE001 - the transaction failed: every request in it
+                    outcomes = [exc] * len(group)
+                for (_, future), outcome in zip(group, outcomes):
+                    if future.done():  # its request was cancelled; its events are stored all the same
+                        continue
+                    if isinstance(outcome, Exception):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        except BaseException:  # cancelled (shutdown): nobody may wait for ever
+            for _, future in [*group, *self._queue]:
+                future.cancel()
+            self._queue = []
+            raise
+        finally:
+            self._task = None

@@ -52,8 +52,8 @@ class UsageExtension(SQLModel, table=True):
 class UsageMark(SQLModel, table=True):
     """Written at ingest: the workspace's usage may have changed from ``since`` on.
 
-    Billing (invoices) uses the marks to find finalized periods that late events changed,
-    without recomputing every past period on every run.
+    Billing (invoices) uses the marks to find finalized periods that late events changed, without
+    recomputing every past period on every run.
     """
 
     __tablename__ = "usage_marks"
@@ -62,3 +62,29 @@ class UsageMark(SQLModel, table=True):
     id: int | None = bigint_pk()
     workspace_id: str = Field(max_length=128)
     since: int = Field(sa_type=BigInteger)
+
+
+class SandboxState(SQLModel, table=True):
+    """Where each sandbox's billing fold stands after all of its stored lifecycle events.
+
+    Billing is a left-to-right fold over a sandbox's events in order (time, lifecycle rank,
+    source, id).  ``last_*`` is the order key of the greatest stored event; the ``open_*``
+    columns describe the running interval still open (its row in ``usage_intervals`` has no
+    end); ``terminated`` means later events bill nothing.  Ingest continues the fold from here
+    when every new event sorts after ``last_*`` (usage.derive), so a batch costs what it adds.
+    """
+
+    __tablename__ = "sandbox_states"
+    # SQLite: the primary key is the table (one b-tree per write, not a rowid table plus its index).
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    workspace_id: str = Field(primary_key=True, max_length=128)
+    sandbox_id: str = Field(primary_key=True, max_length=128)
+    last_time: int = Field(sa_type=BigInteger)
+    last_rank: int
+    last_source: str = Field(max_length=512)
+    last_event_id: str = Field(max_length=128)
+    open_start: int | None = Field(default=None, sa_type=BigInteger)
+    open_template: str | None = Field(default=None, max_length=128)
+    open_deployment: str | None = Field(default=None, max_length=128)
+    terminated: bool = False

@@ -1,0 +1,35 @@
+"""The benchmarks, at tiny sizes: they must keep running.  Timings are not asserted (CI machines
+are shared and noisy); what is asserted is that each benchmark did the work it reports."""
+
+import pytest
+
+from bench import run as bench_run
+from tests.conftest import ENGINES
+
+pytestmark = pytest.mark.slow
+
+
+def test_tiny_benchmarks_run(tmp_path):
+    results = bench_run.run("tiny", ENGINES, None, tmp_path)
+    r = results["results"]
+    assert not {name: out["error"] for name, out in r.items() if "error" in out}
+    machine = results["machine"]
+    assert machine["nproc"] >= 1 and machine["cpu"] and machine["date"] and machine["commit"]
+
+    p = bench_run.SIZES["tiny"]
+    events = p["batches"] * p["sandboxes_per_batch"] * 4
+    for engine in ENGINES:
+        ingest = r[f"ingest_{engine}"]
+        assert ingest["accepted"] == ingest["events"] == events
+        assert ingest["error_count"] == 0 and ingest["server_cpu_us_per_event"] > 0
+        single = r[f"single_event_{engine}"]
+        assert single["requests"] == p["single_requests"] and single["error_count"] == 0
+        assert single["latency_ms"]["p99"] >= single["latency_ms"]["p50"] > 0
+    if "sqlite" in ENGINES:
+        assert r["ingest_sqlite"]["ratio_to_floor"] > 0
+    assert r[f"single_event_{ENGINES[0]}_admin_token"]["error_count"] == 0
+    assert r["floor_before"]["events"] == r["floor_after"]["events"] == events
+    assert r["usage_query"]["latency_ms"]["p99"] > 0
+    assert "2026-01-01T00:00:00Z" in r["billing_run"]["output"]
+    assert f"{p['billing_workspaces']} invoices" in r["billing_run"]["output"]
+    assert "summary" not in r and bench_run.summary(results).count("\n") == len(r)
