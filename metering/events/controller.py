@@ -4,12 +4,15 @@ from litestar import Controller, Request, post
 
 from metering.api.auth import require_scope
 from metering.db.base import now_us
-from metering.errors import PayloadTooLarge, Problem, UnsupportedMediaType
-from metering.events.schemas import IngestResult
-from metering.events.service import EventWriter, parse_events
+from metering.errors import Forbidden, PayloadTooLarge, Problem, UnsupportedMediaType, field_error
+from metering.events.openapi import IngestOperation
+from metering.events.schemas import EVENT_COLUMNS, IngestResult
+from metering.events.service import EventWriter, Row, parse_events
+from metering.tokens.service import Principal
 
 SINGLE_TYPES = ("application/cloudevents+json", "application/json")
 BATCH_TYPE = "application/cloudevents-batch+json"
+WORKSPACE = EVENT_COLUMNS.index("workspace_id")
 
 
 def media_type(request: Request) -> str:
@@ -25,6 +28,7 @@ class EventController(Controller):
     @post(
         operation_id="ingestEvents",
         status_code=202,
+        operation_class=IngestOperation,
         summary="Ingest one CloudEvent or a batch",
         description=(
             "One event as application/cloudevents+json or application/json, or a batch of up to "
@@ -45,6 +49,7 @@ class EventController(Controller):
                 latest_us=now + state.settings.max_future_seconds * 1_000_000,
                 received_us=now,
             )
+            ensure_own_workspace(request.state.principal, rows)
             result = await event_writer(request).store(rows)
         except Problem as exc:
             metrics.events_rejected.labels(str(exc.status)).inc()
@@ -52,6 +57,18 @@ class EventController(Controller):
         metrics.events_accepted.inc(result.accepted)
         metrics.events_duplicate.inc(result.duplicates)
         return result
+
+
+def ensure_own_workspace(principal: Principal, rows: list[Row]) -> None:
+    """A token bound to a workspace writes events for that workspace only."""
+    if principal.workspace_id is None:
+        return
+    foreign = [i for i, row in enumerate(rows) if row[WORKSPACE] != principal.workspace_id]
+    if foreign:
+        raise Forbidden(
+            f"this token may only send events for workspace {principal.workspace_id!r}; none was stored",
+            [field_error("is not the token's workspace", "data.workspace_id", i) for i in foreign[:100]],
+        )
 
 
 def event_writer(request: Request) -> EventWriter:

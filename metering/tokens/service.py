@@ -27,6 +27,7 @@ SCOPES = (
     "admin",
 )
 TOKEN_PATTERN = re.compile(r"mtr_sk_[0-9a-f]{32}")
+TOKENS = ApiToken.__table__
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,13 @@ async def authenticate(db: Database, token: str, admin_token: str | None) -> Pri
     if not TOKEN_PATTERN.fullmatch(token):
         return None
     digest = hash_token(token)
-    async with db.read() as session:
-        row = (await session.execute(select(ApiToken).where(ApiToken.token_hash == digest))).scalar_one_or_none()
+    # One plain statement on a pooled connection: this runs on every request, and an ORM
+    # session with its own transaction costs several more round trips to the driver.
+    async with db.connect() as conn:
+        row = (await conn.execute(
+            select(TOKENS.c.id, TOKENS.c.scopes, TOKENS.c.workspace_id, TOKENS.c.token_hash, TOKENS.c.revoked_at)
+            .where(TOKENS.c.token_hash == digest)
+        )).first()
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_hash, digest):
         return None
     return Principal(token_id=row.id, scopes=frozenset(row.scopes.split()), workspace_id=row.workspace_id)
