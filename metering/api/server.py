@@ -49,7 +49,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
-    def _arm(self, seconds: float) -> None:
+    def _arm(self, seconds: int) -> None:
         self._disarm()
         self._deadline = self.loop.call_later(seconds, self._too_slow)
 

@@ -5,50 +5,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metering.settings import load_settings
-from tests.conftest import ADMIN_TOKEN
-from tests.factories import BATCH
+from tests.factories import BATCH, pricing_toml, settings_with_pricing
 
 # The default book, then a price change on 2026-01-15T12:00Z, inside January.
-PRICING = """
-run_tiers = ["0.50", "1.00", "2.00"]
-
-[[versions]]
-effective_from = "2020-01-01T00:00:00Z"
-[versions.prices.giga-mini]
-hourly = "0.10"
-extension = "0.025"
-[versions.prices.giga-standard]
-hourly = "0.20"
-extension = "0.05"
-[versions.prices.giga-pro]
-hourly = "0.40"
-extension = "0.10"
-[versions.prices.giga-max]
-hourly = "0.80"
-extension = "0.20"
-[versions.prices.linux-toolkit-standard]
-hourly = "0.20"
-extension = "0.05"
-
-[[versions]]
-effective_from = "2026-01-15T12:00:00Z"
-[versions.prices.giga-mini]
-hourly = "0.13"
-extension = "0.03"
-[versions.prices.giga-standard]
-hourly = "0.2175"
-extension = "0.05"
-[versions.prices.giga-pro]
-hourly = "0.37"
-extension = "0.11"
-[versions.prices.giga-max]
-hourly = "0.80"
-extension = "0.20"
-[versions.prices.linux-toolkit-standard]
-hourly = "0.20"
-extension = "0.05"
-"""
+PRICING = pricing_toml("2026-01-15T12:00:00Z", {
+    "giga-mini": ("0.13", "0.03"), "giga-standard": ("0.2175", "0.05"), "giga-pro": ("0.37", "0.11")})
 
 JAN = {"start": "2026-01-01T00:00:00Z", "end": "2026-02-01T00:00:00Z"}
 JAN_PERIOD = {"period_start": JAN["start"], "period_end": JAN["end"]}
@@ -56,12 +17,7 @@ JAN_PERIOD = {"period_start": JAN["start"], "period_end": JAN["end"]}
 
 @pytest.fixture
 def settings(db_url, tmp_path):
-    pricing = tmp_path / "pricing.toml"
-    pricing.write_text(PRICING)
-    return load_settings(
-        environ={}, database_url=db_url, admin_token=ADMIN_TOKEN, pricing_file=str(pricing),
-        reports_dir=str(tmp_path / "reports"), scheduler={"enabled": False},
-    )
+    return settings_with_pricing(db_url, tmp_path, PRICING)
 
 
 @pytest.fixture
