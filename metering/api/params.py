@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-from typing import Any
-
-import msgspec
-
 from metering.core.timeutil import parse_time
 from metering.errors import Invalid, field_error
 
@@ -50,17 +44,3 @@ def limit_param(value: int | None) -> int:
     if not 1 <= value <= MAX_LIMIT:
         raise Invalid("limit is out of range", [field_error(f"must be 1 to {MAX_LIMIT}", "limit")])
     return value
-
-
-def encode_cursor(position: Any) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(position)).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> Any:
-    """The position a cursor stands for; a cursor that is not ours is a 422, not a 500."""
-    if not cursor:
-        return None
-    try:
-        return msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, msgspec.DecodeError, ValueError):
-        raise Invalid("cursor is not valid", [field_error("is not a cursor from this API", "cursor")]) from None

@@ -7,10 +7,11 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from metering.api.auth import ensure_workspace, require_scope
-from metering.api.params import choice_param, decode_cursor, encode_cursor, limit_param, time_param
+from metering.api.params import choice_param, limit_param, time_param
 from metering.core.money import format_money, format_seconds
 from metering.core.timeutil import format_time
-from metering.errors import Forbidden, Invalid, field_error
+from metering.db.paging import decode_cursor, encode_cursor
+from metering.errors import Forbidden
 from metering.invoices import queries
 from metering.invoices.models import STATUSES, Invoice, InvoiceLine
 from metering.invoices.service import run_billing
@@ -97,13 +98,11 @@ class InvoiceController(Controller):
         start = time_param("period_start", period_start)
         size = limit_param(limit)
         position = decode_cursor(cursor)
-        if position is not None and not (isinstance(position, list) and len(position) == 2):
-            raise Invalid("cursor is not valid", [field_error("is not a cursor from this API", "cursor")])
         async with request.app.state.db.read() as session:
             rows = await queries.page(session, scope_ws, status, start, position, size + 1)
             items = [invoice_view(inv, lines, paid) for inv, lines, paid in rows[:size]]
         last = rows[size - 1][0] if len(rows) > size else None
-        return {"items": items, "next_cursor": encode_cursor([last.period_start, last.id]) if last else None}
+        return {"items": items, "next_cursor": encode_cursor(last.period_start, last.id) if last else None}
 
     @get("/{invoice_id:str}", operation_id="getInvoice", opt={"scope": "invoices:read"})
     async def get(self, request: Request, invoice_id: FromPath[str]) -> dict[str, Any]:

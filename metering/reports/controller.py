@@ -9,8 +9,9 @@ from litestar.params import FromPath, FromQuery
 from sqlalchemy import select, tuple_
 
 from metering.api.auth import ensure_workspace, require_scope
-from metering.api.params import choice_param, decode_cursor, encode_cursor, limit_param, time_param
+from metering.api.params import choice_param, limit_param, time_param
 from metering.core.timeutil import format_time
+from metering.db.paging import decode_cursor, encode_cursor
 from metering.errors import Invalid, NotFound, field_error
 from metering.reports.files import day_name, resolve
 from metering.reports.models import Report
@@ -33,16 +34,6 @@ def report_view(row) -> dict:  # type: ignore[no-untyped-def]
         "created_at": format_time(row.created_at),
         "content": {fmt: base + fmt for fmt in FORMATS},
     }
-
-
-def _cursor_position(cursor: str | None) -> tuple[int, str] | None:
-    position = decode_cursor(cursor)
-    if position is None:
-        return None
-    if (not isinstance(position, list) or len(position) != 2 or not isinstance(position[0], int)
-            or isinstance(position[0], bool) or not isinstance(position[1], str)):
-        raise Invalid("cursor is not valid", [field_error("is not a cursor from this API", "cursor")])
-    return position[0], position[1]
 
 
 class ReportController(Controller):
@@ -70,7 +61,7 @@ class ReportController(Controller):
         if start_us is not None and end_us is not None and end_us <= start_us:
             raise Invalid("end must be after start", [field_error("must be after start", "end")])
         size = limit_param(limit)
-        position = _cursor_position(cursor)
+        position = decode_cursor(cursor)
 
         query = select(REPORTS).order_by(REPORTS.c.start, REPORTS.c.id).limit(size + 1)
         # A workspace-bound token lists its own workspace only, filter or not.
@@ -88,7 +79,7 @@ class ReportController(Controller):
         async with request.app.state.db.read() as session:
             rows = (await session.execute(query)).all()
         page = rows[:size]
-        next_cursor = encode_cursor([page[-1].start, page[-1].id]) if len(rows) > size else None
+        next_cursor = encode_cursor(page[-1].start, page[-1].id) if len(rows) > size else None
         return {"items": [report_view(r) for r in page], "next_cursor": next_cursor}
 
     async def _visible(self, request: Request, report_id: str):  # type: ignore[no-untyped-def]

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from metering.core.money import parse_money
 from metering.db import Database
 from metering.db.base import now_us
+from metering.db.paging import decode_cursor, encode_cursor
 from metering.errors import Conflict, Invalid, NotFound, field_error
 from metering.events.schemas import ID_PATTERN
 from metering.logging import get_logger
@@ -523,8 +524,9 @@ async def list_settlements(
     ):
         if value is not None:
             query = query.where(column == value)
-    if cursor is not None:
-        created, last_id = decode_cursor(cursor)
+    position = decode_cursor(cursor)
+    if position is not None:
+        created, last_id = position
         query = query.where(
             or_(
                 Settlement.created_at < created,  # type: ignore[operator]
@@ -537,19 +539,7 @@ async def list_settlements(
     if len(rows) <= limit:
         return rows, None
     rows = rows[:limit]
-    return rows, encode_cursor(rows[-1])
-
-
-def encode_cursor(row: Settlement) -> str:
-    return msgspec.json.encode([row.created_at, row.id]).hex()
-
-
-def decode_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        created, last_id = msgspec.json.decode(bytes.fromhex(cursor), type=tuple[int, str])
-    except (ValueError, msgspec.DecodeError):
-        raise _invalid("cursor", "is not a cursor this service gave out") from None
-    return created, last_id
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
 
 
 def _invalid(field: str, message: str) -> Invalid:
