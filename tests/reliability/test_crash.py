@@ -76,7 +76,9 @@ def server(db_url, db, tmp_path):
 async def test_kill_minus_9_during_ingest_loses_nothing_acknowledged(server, db):
     rng = random.Random(2026)
     events = lifecycles(rng, workspaces=4, sandboxes=10, per_sandbox=12)
-    batches = [events[i : i + 40] for i in range(0, len(events), 40)]
+    # Many small, paced batches: sending them needs more server uptime (96 x 40 ms) than five
+    # kills allow (5 x 0.4 s at most), so every kill lands while the client is still sending.
+    batches = [events[i : i + 5] for i in range(0, len(events), 5)]
     acked: list[list[dict]] = []
     failures = 0
 
@@ -92,6 +94,7 @@ async def test_kill_minus_9_during_ingest_loses_nothing_acknowledged(server, db)
                     continue
                 if resp.status_code == 202:
                     acked.append(batch)
+                    time.sleep(0.03)
                     break
                 raise AssertionError(resp.text)
 
@@ -99,12 +102,12 @@ async def test_kill_minus_9_during_ingest_loses_nothing_acknowledged(server, db)
     sender.start()
     kills = 0
     while sender.is_alive() and kills < 5:
-        time.sleep(rng.uniform(0.1, 0.6))
+        time.sleep(rng.uniform(0.05, 0.4))
         server.kill()
         kills += 1
         server.start()
     sender.join()
-    assert kills >= 3 and len(acked) == len(batches)
+    assert kills == 5 and failures > 0 and len(acked) == len(batches)
 
     ids = [ev["id"] for batch in acked for ev in batch]
     async with db.read() as session:
