@@ -6,21 +6,20 @@ rounds its own amounts; the total is the exact sum rounded once (CONTRACT 4.6).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from operator import attrgetter
+from typing import NamedTuple
 
-from metering.core.charges import extension_charge, price_interval
-from metering.core.lifecycle import Extension
-from metering.core.periods import floor_to
+from metering.core.charges import Rates, tariff
+from metering.core.periods import floor_to, split_at_boundaries
 from metering.core.pricing import PriceBook
 
 GROUP_FIELDS = {"template": "template", "deployment": "deployment_id", "sandbox": "sandbox_id"}
 
 
-@dataclass(frozen=True)
-class StoredInterval:
+class StoredInterval(NamedTuple):
     workspace_id: str
     deployment_id: str
     sandbox_id: str
@@ -29,8 +28,7 @@ class StoredInterval:
     end: int | None
 
 
-@dataclass(frozen=True)
-class StoredExtension:
+class StoredExtension(NamedTuple):
     workspace_id: str
     deployment_id: str
     sandbox_id: str
@@ -41,17 +39,37 @@ class StoredExtension:
 
 @dataclass
 class Bucket:
+    """Amounts are integers over ``scale`` (the price book's common denominator): exact."""
+
+    scale: int
     running_us: int = 0
-    running: Fraction = field(default_factory=Fraction)
+    running_scaled: int = 0
     extensions: int = 0
-    extension: Fraction = field(default_factory=Fraction)
-    # The distinct unit prices seen: one means the line has a single unit price.
-    hourly_prices: set[Fraction] = field(default_factory=set)
-    extension_prices: set[Fraction] = field(default_factory=set)
+    extension_scaled: int = 0
+    # The rates seen (one object per price version and template, hashed by identity).
+    running_rates: set[Rates] = field(default_factory=set)
+    extension_rates: set[Rates] = field(default_factory=set)
+
+    @property
+    def running(self) -> Fraction:
+        return Fraction(self.running_scaled, self.scale)
+
+    @property
+    def extension(self) -> Fraction:
+        return Fraction(self.extension_scaled, self.scale)
 
     @property
     def amount(self) -> Fraction:
-        return self.running + self.extension
+        return Fraction(self.running_scaled + self.extension_scaled, self.scale)
+
+    # The distinct unit prices: exactly one means the line has a single unit price.
+    @property
+    def hourly_prices(self) -> set[Fraction]:
+        return {r.hourly for r in self.running_rates}
+
+    @property
+    def extension_prices(self) -> set[Fraction]:
+        return {r.extension for r in self.extension_rates}
 
 
 GroupKey = tuple[tuple[str, str], ...]
@@ -62,11 +80,6 @@ def clip(iv: StoredInterval, start: int, end: int, as_of: int) -> tuple[int, int
     s = max(iv.start, start)
     e = min(iv.end if iv.end is not None else as_of, end)
     return (s, e) if e > s else None
-
-
-def _key(row: StoredInterval | StoredExtension, group_by: Sequence[str], window_start: int | None) -> GroupKey:
-    key = tuple((GROUP_FIELDS[g], getattr(row, GROUP_FIELDS[g])) for g in group_by)
-    return key + ((("window_start", window_start),) if window_start is not None else ())
 
 
 def aggregate(
@@ -80,22 +93,39 @@ def aggregate(
     group_by: Sequence[str] = ("template",),
     window: str | None = None,
 ) -> dict[GroupKey, Bucket]:
-    buckets: dict[GroupKey, Bucket] = defaultdict(Bucket)
+    prices = tariff(book)
+    names = [GROUP_FIELDS[g] for g in group_by]
+    # Buckets are found by the plain tuple of grouped values (cheap to build for every row);
+    # the named key of the result is made once per bucket, at the end.
+    values_of = attrgetter(*names) if len(names) > 1 else (lambda row: (getattr(row, names[0]),))
+    buckets: dict[tuple, Bucket] = {}
+
+    def bucket_for(row: StoredInterval | StoredExtension, at: int) -> Bucket:
+        key = values_of(row) + (floor_to(at, window),) if window else values_of(row)
+        found = buckets.get(key)
+        if found is None:
+            found = buckets[key] = Bucket(prices.scale)
+        return found
+
     for iv in intervals:
         span = clip(iv, start, end, as_of)
         if span is None:
             continue
-        for piece in price_interval(span[0], span[1], iv.template, iv.deployment_id, book, window):
-            bucket = buckets[_key(iv, group_by, floor_to(piece.start, window) if window else None)]
-            bucket.running_us += piece.duration
-            bucket.running += piece.amount
-            bucket.hourly_prices.add(piece.hourly)
+        # Priced piecewise: split where a price version starts, then at window boundaries.
+        for seg_start, seg_end, _ in book.segments(*span):
+            rates = prices.rates(iv.template, seg_start)
+            for s, e in split_at_boundaries(seg_start, seg_end, window):
+                bucket = bucket_for(iv, s)
+                bucket.running_us += e - s
+                bucket.running_scaled += (e - s) * rates.per_us
+                bucket.running_rates.add(rates)
     for ext in extensions:
         if not start <= ext.time < end:
             continue
-        charge = extension_charge(Extension(ext.time, ext.count, ext.template, ext.deployment_id), book)
-        bucket = buckets[_key(ext, group_by, floor_to(ext.time, window) if window else None)]
+        rates = prices.rates(ext.template, ext.time)
+        bucket = bucket_for(ext, ext.time)
         bucket.extensions += ext.count
-        bucket.extension += charge
-        bucket.extension_prices.add(charge / ext.count)
-    return dict(sorted(buckets.items()))
+        bucket.extension_scaled += ext.count * rates.per_extension
+        bucket.extension_rates.add(rates)
+    labels = [*names, "window_start"] if window else names
+    return dict(sorted((tuple(zip(labels, key)), bucket) for key, bucket in buckets.items()))

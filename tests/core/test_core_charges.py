@@ -11,6 +11,7 @@ from metering.core.charges import (
     extension_charge,
     price_interval,
     running_charge,
+    tariff,
 )
 from metering.core.lifecycle import Extension, SandboxEvent, derive
 from metering.core.money import format_money, round_micro
@@ -145,6 +146,21 @@ def test_pieces_sum_to_the_direct_formula(book, interval, window):
         assert book.at(p.start) is book.at(p.end - 1)  # no price change inside a piece
         if window:
             assert floor_to(p.start, window) == floor_to(p.end - 1, window)
+
+
+@settings(max_examples=200, deadline=None)
+@given(books(), intervals, st.integers(min_value=1, max_value=50))
+def test_tariff_integers_are_the_exact_charges(book, interval, count):
+    """Usage adds integers over the tariff's scale: the same amounts as the direct formula."""
+    start = BASE + interval[0]
+    end = start + interval[1]
+    prices = tariff(book)
+    scaled = 0
+    for seg_start, seg_end, _ in book.segments(start, end):
+        scaled += (seg_end - seg_start) * prices.rates("giga-mini", seg_start).per_us
+    assert prices.exact(scaled) == formula(start, end, "giga-mini", book)
+    ext = Extension(end, count, "giga-mini", "d1")
+    assert prices.exact(count * prices.rates("giga-mini", end).per_extension) == extension_charge(ext, book)
 
 
 @settings(max_examples=200, deadline=None)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+INTEGER_MATH = {"gcd", "lcm", "isqrt", "comb", "perm", "factorial"}
 CORE = Path(__file__).resolve().parents[2] / "metering" / "core"
 
 
@@ -18,6 +19,11 @@ def test_no_float_literals_or_conversions(path):
         is_call = isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
         if is_call and node.func.id == "float":
             problems.append(f"line {node.lineno}: float() call")
+        # math works in floats, except its exact integer functions.
         if isinstance(node, ast.ImportFrom) and node.module == "math":
-            problems.append(f"line {node.lineno}: math works in floats")
+            floaty = [alias.name for alias in node.names if alias.name not in INTEGER_MATH]
+            if floaty:
+                problems.append(f"line {node.lineno}: math works in floats ({', '.join(floaty)})")
+        if isinstance(node, ast.Import) and any(alias.name == "math" for alias in node.names):
+            problems.append(f"line {node.lineno}: import math (import its integer functions by name)")
     assert not problems, problems
