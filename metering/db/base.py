@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 from sqlalchemy import BigInteger, Integer
 from sqlmodel import Field
@@ -17,3 +19,13 @@ def bigint_pk() -> int | None:
     # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT.
     return Field(default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer, "sqlite"))
 
+
+
+T = TypeVar("T")
+IN_LIST_LIMIT = 500  # keys per ``IN (...)`` list: far below SQLite's limit on bound variables
+
+
+def in_slices(keys: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``keys`` in slices short enough for one ``IN (...)`` list each."""
+    for i in range(0, len(keys), IN_LIST_LIMIT):
+        yield keys[i : i + IN_LIST_LIMIT]

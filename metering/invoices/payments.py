@@ -7,18 +7,20 @@ itself.  Only the invoice status (finalized <-> paid) is kept in step, by ``sync
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metering.core.money import format_money
 from metering.core.timeutil import format_time
-from metering.db.base import now_us
+from metering.db.base import in_slices, now_us
 from metering.errors import Conflict, NotFound
 from metering.invoices.models import Invoice, InvoiceLine
 from metering.settings import Settings
 from metering.settlements import service as settlements
 from metering.settlements.models import Settlement
-from metering.webhooks.outbox import enqueue
+from metering.webhooks.outbox import enqueue_many
 
 INVOICES = Invoice.__table__
 LINES = InvoiceLine.__table__
@@ -28,30 +30,38 @@ async def amount_paid(session: AsyncSession, invoice_id: str) -> int:
     return await settlements.confirmed_amount_for_invoice(session, invoice_id)
 
 
-async def available_credit(session: AsyncSession, workspace_id: str, exclude: str | None = None) -> int:
-    """Confirmed prepaid credit less what finalized invoices already applied."""
-    bought = await settlements.confirmed_credit_total(session, workspace_id)
-    applied = (await session.execute(
-        select(func.coalesce(func.sum(-LINES.c.amount), 0))
-        .join(INVOICES, INVOICES.c.id == LINES.c.invoice_id)
-        .where(INVOICES.c.workspace_id == workspace_id, INVOICES.c.status.in_(("finalized", "paid")),
-               INVOICES.c.id != (exclude or ""), LINES.c.kind == "credit")
-    )).scalar_one()
-    return bought - int(applied)
+async def available_credits(session: AsyncSession, workspace_ids: Sequence[str]) -> dict[str, int]:
+    """Confirmed prepaid credit less what finalized invoices already applied, per workspace.
+
+    Workspaces that never bought credit are left out (they have none).
+    """
+    bought = await settlements.confirmed_credit_totals(session, workspace_ids)
+    applied: dict[str, int] = {}
+    for part in in_slices(sorted(bought)):
+        applied.update((ws, int(amount)) for ws, amount in await session.execute(
+            select(INVOICES.c.workspace_id, func.sum(-LINES.c.amount))
+            .join(INVOICES, INVOICES.c.id == LINES.c.invoice_id)
+            .where(INVOICES.c.workspace_id.in_(part), INVOICES.c.status.in_(("finalized", "paid")),
+                   LINES.c.kind == "credit")
+            .group_by(INVOICES.c.workspace_id)
+        ))
+    return {ws: amount - applied.get(ws, 0) for ws, amount in bought.items()}
 
 
-async def sync_paid(session: AsyncSession, invoice_ids: list[str] | None = None) -> int:
+async def sync_paid(session: AsyncSession, invoice_ids: Sequence[str] | None = None) -> int:
     """Mark finalized invoices paid once covered, and paid ones back if a payment reorged."""
     query = select(INVOICES.c.id, INVOICES.c.status, INVOICES.c.total).where(
         INVOICES.c.status.in_(("finalized", "paid")))
-    if invoice_ids is not None:
-        query = query.where(INVOICES.c.id.in_(invoice_ids))
-    else:
+    if invoice_ids is None:
         paid_for = select(Settlement.invoice_id).where(Settlement.purpose_kind == "invoice")
-        query = query.where(INVOICES.c.id.in_(paid_for))
+        rows = (await session.execute(query.where(INVOICES.c.id.in_(paid_for)))).all()
+    else:
+        rows = [row for part in in_slices(invoice_ids)
+                for row in (await session.execute(query.where(INVOICES.c.id.in_(part)))).all()]
+    paid = await settlements.confirmed_amounts_for_invoices(session, [row.id for row in rows])
     changed = 0
-    for invoice_id, status, total in (await session.execute(query)).all():
-        covered = total > 0 and await amount_paid(session, invoice_id) >= total
+    for invoice_id, status, total in rows:
+        covered = total > 0 and paid.get(invoice_id, 0) >= total
         wanted = "paid" if covered else "finalized"
         if wanted != status:
             await session.execute(update(INVOICES).where(INVOICES.c.id == invoice_id).values(
@@ -60,14 +70,17 @@ async def sync_paid(session: AsyncSession, invoice_ids: list[str] | None = None)
     return changed
 
 
-async def on_finalized(session: AsyncSession, settings: Settings, invoice_id: str) -> None:
-    """In the finalizing transaction: settle an invoice already covered, tell the webhooks."""
-    await sync_paid(session, [invoice_id])
-    row = (await session.execute(select(INVOICES).where(INVOICES.c.id == invoice_id))).one()
-    await enqueue(session, "invoice.finalized", {
-        "invoice_id": row.id, "number": row.number, "workspace_id": row.workspace_id,
-        "period_start": format_time(row.period_start), "period_end": format_time(row.period_end),
-        "total": format_money(row.total)}, settings=settings)
+async def on_finalized(session: AsyncSession, settings: Settings, invoice_ids: Sequence[str]) -> None:
+    """In the finalizing transaction: settle invoices already covered, tell the webhooks."""
+    await sync_paid(session, invoice_ids)
+    finalized = [row for part in in_slices(invoice_ids)
+                 for row in (await session.execute(select(INVOICES).where(INVOICES.c.id.in_(part)))).all()]
+    await enqueue_many(session, "invoice.finalized", [
+        {"invoice_id": row.id, "number": row.number, "workspace_id": row.workspace_id,
+         "period_start": format_time(row.period_start), "period_end": format_time(row.period_end),
+         "total": format_money(row.total)}
+        for row in sorted(finalized, key=lambda row: row.number or "")
+    ], settings=settings)
 
 
 async def invoice_check(session: AsyncSession, invoice_id: str) -> str:

@@ -1,9 +1,10 @@
 """Billing runs: one invoice per workspace per period, refreshed while a draft, then frozen.
 
-Each workspace is billed in its own write transaction.  The invoice row is created with
-insert-or-ignore on (workspace_id, period_start) and then locked, so two processes running
-the same billing run at once make one invoice, and the gap-free number is taken from a
-counter row inside the finalizing transaction (a rollback gives the number back).
+Workspaces are billed in chunks, one write transaction each, with a few statements per
+chunk rather than per workspace.  Invoice rows are created with insert-or-ignore on
+(workspace_id, period_start) and then locked in workspace order, so two processes running
+the same billing run at once make one invoice per workspace, and the gap-free numbers are
+taken from a counter row inside the finalizing transaction (a rollback gives them back).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, insert, select, union, update
+from sqlalchemy import bindparam, delete, func, insert, select, union, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metering.core.periods import floor_to, period_bounds
 from metering.core.pricing import PriceBook
 from metering.core.timeutil import format_time
 from metering.db import Database, insert_ignore
+from metering.db.base import in_slices
 from metering.db.base import now_us as current_time_us
 from metering.errors import Invalid, field_error
 from metering.invoices import payments
@@ -28,12 +30,15 @@ from metering.pricing.service import PriceCatalog
 from metering.settings import Settings
 from metering.usage.compute import aggregate
 from metering.usage.models import UsageExtension, UsageInterval, UsageMark
-from metering.usage.service import load_usage_rows
+from metering.usage.service import load_usage_rows, load_usage_rows_of
 
 INVOICES = Invoice.__table__
 LINES = InvoiceLine.__table__
 MARKS = UsageMark.__table__
-BILLED = ("finalized", "paid")  # statuses whose lines count as billed
+BILLED = ("finalized", "paid")
+# Workspaces per write transaction. More shares more per commit but holds SQLite's write
+# lock longer: 100 workspaces take about a third of a second here (BENCHMARKS.md).
+CHUNK = 100  # statuses whose lines count as billed
 log = get_logger(__name__)
 
 
@@ -114,76 +119,145 @@ async def late_adjustments(
     return out
 
 
-async def next_number(session: AsyncSession) -> str:
-    value = (await session.execute(
-        update(Counter).where(Counter.name == "invoice").values(value=Counter.value + 1).returning(Counter.value)
-    )).scalar_one()
-    return f"INV-{value:06d}"
+@dataclass
+class Draft:
+    """What one workspace's invoice for the period will hold."""
+
+    workspace_id: str
+    lines: list[Line]
+    mark_ids: list[int]  # the usage marks these lines reflect
 
 
-async def _lock_invoice(db: Database, session: AsyncSession, workspace_id: str, start: int, end: int, now: int):
-    await session.execute(
-        insert_ignore(INVOICES, db.dialect, ["workspace_id", "period_start"]),
-        [{"id": f"inv_{secrets.token_hex(8)}", "workspace_id": workspace_id, "period_start": start,
-          "period_end": end, "status": "draft", "created_at": now, "updated_at": now}],
-    )
-    return (await session.execute(
-        select(INVOICES).where(INVOICES.c.workspace_id == workspace_id, INVOICES.c.period_start == start)
-        .with_for_update()
-    )).one()
+async def _existing_invoices(session: AsyncSession, workspace_ids: list[str], start: int) -> dict[str, tuple]:
+    rows = await session.execute(
+        select(INVOICES.c.workspace_id, INVOICES.c.id, INVOICES.c.status).where(
+            INVOICES.c.workspace_id.in_(workspace_ids), INVOICES.c.period_start == start))
+    return {ws: (invoice_id, status) for ws, invoice_id, status in rows}
 
 
-async def bill_workspace(
-    db: Database, settings: Settings, workspace_id: str, start: int, end: int, book: PriceBook,
-    now: int, finalize: bool,
-) -> str | None:
-    """Create or refresh one workspace's invoice; returns its status, or None if it has none."""
-    async with db.write() as session:
-        marks = (await session.execute(
-            select(MARKS.c.id, MARKS.c.since).where(MARKS.c.workspace_id == workspace_id, MARKS.c.since < end)
-        )).all()
-        existing = (await session.execute(
-            select(INVOICES.c.id, INVOICES.c.status).where(
-                INVOICES.c.workspace_id == workspace_id, INVOICES.c.period_start == start)
-        )).one_or_none()
-        if existing is not None and existing.status != "draft":
-            return existing.status  # finalized invoices never change
-        exclude = existing.id if existing else None
-        lines = await period_lines(session, workspace_id, start, end, book, now)
-        lines += await late_adjustments(session, workspace_id, start, min((m.since for m in marks), default=None),
+async def _marks(session: AsyncSession, workspace_ids: list[str], end: int) -> dict[str, list[tuple[int, int]]]:
+    marks: dict[str, list[tuple[int, int]]] = {}
+    rows = await session.execute(select(MARKS.c.workspace_id, MARKS.c.id, MARKS.c.since).where(
+        MARKS.c.workspace_id.in_(workspace_ids), MARKS.c.since < end))
+    for ws, mark_id, since in rows:
+        marks.setdefault(ws, []).append((mark_id, since))
+    return marks
+
+
+async def _drafts(
+    session: AsyncSession, workspace_ids: list[str], existing: dict[str, tuple], start: int, end: int,
+    book: PriceBook, now: int,
+) -> list[Draft]:
+    """Each workspace's lines: the period's usage, plus adjustments for earlier periods."""
+    usage = await load_usage_rows_of(session, workspace_ids, start, end)
+    marks = await _marks(session, workspace_ids, end)
+    drafts = []
+    for ws in workspace_ids:
+        intervals, extensions = usage.get(ws, ([], []))
+        buckets = aggregate(intervals, extensions, book, start=start, end=end, as_of=min(now, end),
+                            group_by=("deployment", "template"))
+        lines = usage_lines(buckets)
+        ws_marks = marks.get(ws, [])
+        exclude = existing[ws][0] if ws in existing else None
+        lines += await late_adjustments(session, ws, start, min((since for _, since in ws_marks), default=None),
                                         book, now, exclude)
-        if not lines:
-            if existing is not None:  # usage went away (a late stop): the draft has nothing to bill
-                await session.execute(delete(LINES).where(LINES.c.invoice_id == existing.id))
-                await session.execute(delete(INVOICES).where(INVOICES.c.id == existing.id))
-            return None
-        invoice = await _lock_invoice(db, session, workspace_id, start, end, now)
-        if invoice.status != "draft":
-            return invoice.status  # another process finalized it while we computed
-        subtotal = sum(line.amount for line in lines)
-        available = await payments.available_credit(session, workspace_id, exclude=invoice.id)
-        credit = credit_line(available, subtotal)
-        if credit is not None:
-            lines.append(credit)
-        await session.execute(delete(LINES).where(LINES.c.invoice_id == invoice.id))
-        await session.execute(insert(LINES), [
-            {"invoice_id": invoice.id, "position": i, "kind": ln.kind, "usage_kind": ln.usage_kind,
-             "deployment_id": ln.deployment_id, "template": ln.template, "quantity": ln.quantity,
-             "unit_price": ln.unit_price, "amount": ln.amount, "description": ln.description,
-             "original_period_start": ln.original_period_start}
-            for i, ln in enumerate(lines)
-        ])
-        credits = -credit.amount if credit else 0
-        values = {"subtotal": subtotal, "credits": credits, "total": subtotal - credits, "updated_at": now}
+        drafts.append(Draft(ws, lines, [mark_id for mark_id, _ in ws_marks]))
+    return drafts
+
+
+async def _drop_invoices(session: AsyncSession, invoice_ids: list[str]) -> None:
+    """Drafts whose usage went away (a late stop): nothing left to bill."""
+    if invoice_ids:
+        await session.execute(delete(LINES).where(LINES.c.invoice_id.in_(invoice_ids)))
+        await session.execute(delete(INVOICES).where(INVOICES.c.id.in_(invoice_ids)))
+
+
+async def _lock_invoices(
+    db: Database, session: AsyncSession, workspace_ids: list[str], start: int, end: int, now: int
+) -> dict[str, tuple]:
+    """Create the missing invoice rows, then lock them all, in workspace order on every process."""
+    await session.execute(insert_ignore(INVOICES, db.dialect, ["workspace_id", "period_start"]), [
+        {"id": f"inv_{secrets.token_hex(8)}", "workspace_id": ws, "period_start": start, "period_end": end,
+         "status": "draft", "created_at": now, "updated_at": now}
+        for ws in workspace_ids
+    ])
+    rows = await session.execute(
+        select(INVOICES.c.workspace_id, INVOICES.c.id, INVOICES.c.status)
+        .where(INVOICES.c.workspace_id.in_(workspace_ids), INVOICES.c.period_start == start)
+        .order_by(INVOICES.c.workspace_id).with_for_update())
+    return {ws: (invoice_id, status) for ws, invoice_id, status in rows}
+
+
+async def next_numbers(session: AsyncSession, count: int) -> list[str]:
+    """``count`` consecutive invoice numbers, taken in the caller's transaction (no gaps)."""
+    last = (await session.execute(
+        update(Counter).where(Counter.name == "invoice").values(value=Counter.value + count)
+        .returning(Counter.value)
+    )).scalar_one()
+    return [f"INV-{value:06d}" for value in range(last - count + 1, last + 1)]
+
+
+_SET_TOTALS = update(INVOICES).where(INVOICES.c.id == bindparam("invoice_id")).values(
+    subtotal=bindparam("subtotal_"), credits=bindparam("credits_"), total=bindparam("total_"),
+    status=bindparam("status_"), number=bindparam("number_"), finalized_at=bindparam("finalized_at_"),
+    updated_at=bindparam("updated_at_"))
+
+
+async def bill_workspaces(
+    db: Database, settings: Settings, workspace_ids: list[str], start: int, end: int, book: PriceBook,
+    now: int, finalize: bool,
+) -> None:
+    """Create or refresh the invoices of some workspaces, in one write transaction.
+
+    One transaction for many workspaces shares its statements and its commit (one fsync);
+    a crash rolls all of them back together, and the next run bills them again.
+    """
+    async with db.write() as session:
+        existing = await _existing_invoices(session, workspace_ids, start)
+        # Finalized invoices never change.
+        open_ids = [ws for ws in workspace_ids if existing.get(ws, ("", "draft"))[1] == "draft"]
+        if not open_ids:
+            return
+        drafts = await _drafts(session, open_ids, existing, start, end, book, now)
+        await _drop_invoices(session, [existing[d.workspace_id][0] for d in drafts
+                                       if not d.lines and d.workspace_id in existing])
+        drafts = [d for d in drafts if d.lines]
+        if not drafts:
+            return
+        locked = await _lock_invoices(db, session, [d.workspace_id for d in drafts], start, end, now)
+        # Another process may have finalized some while we computed.
+        drafts = [d for d in drafts if locked[d.workspace_id][1] == "draft"]
+        if not drafts:
+            return
+        invoice_ids = [locked[d.workspace_id][0] for d in drafts]
+        credits = await payments.available_credits(session, [d.workspace_id for d in drafts])
+        numbers = await next_numbers(session, len(drafts)) if finalize else [None] * len(drafts)
+        line_rows, totals = [], []
+        for draft, invoice_id, number in zip(drafts, invoice_ids, numbers):
+            lines = draft.lines
+            subtotal = sum(line.amount for line in lines)
+            credit = credit_line(credits.get(draft.workspace_id, 0), subtotal)
+            if credit is not None:
+                lines = [*lines, credit]
+            line_rows += [
+                {"invoice_id": invoice_id, "position": i, "kind": ln.kind, "usage_kind": ln.usage_kind,
+                 "deployment_id": ln.deployment_id, "template": ln.template, "quantity": ln.quantity,
+                 "unit_price": ln.unit_price, "amount": ln.amount, "description": ln.description,
+                 "original_period_start": ln.original_period_start}
+                for i, ln in enumerate(lines)
+            ]
+            applied = -credit.amount if credit else 0
+            totals.append({"invoice_id": invoice_id, "subtotal_": subtotal, "credits_": applied,
+                           "total_": subtotal - applied, "status_": "finalized" if finalize else "draft",
+                           "number_": number, "finalized_at_": now if finalize else None, "updated_at_": now})
+        await session.execute(delete(LINES).where(LINES.c.invoice_id.in_(invoice_ids)))
+        await session.execute(insert(LINES), line_rows)
+        await session.execute(_SET_TOTALS, totals)
         if finalize:
-            values.update(status="finalized", number=await next_number(session), finalized_at=now)
-            # These marks are now reflected on a frozen invoice; later ones stay for the next.
-            if marks:
-                await session.execute(delete(MARKS).where(MARKS.c.id.in_([m.id for m in marks])))
-        await session.execute(update(INVOICES).where(INVOICES.c.id == invoice.id).values(**values))
-        if finalize:
-            await payments.on_finalized(session, settings, invoice.id)
-        return values.get("status", "draft")
+            # These marks are now reflected on frozen invoices; later ones stay for the next.
+            for part in in_slices([mark_id for d in drafts for mark_id in d.mark_ids]):
+                await session.execute(delete(MARKS).where(MARKS.c.id.in_(part)))
+            await payments.on_finalized(session, settings, invoice_ids)
 
 
 async def run_billing(
@@ -200,8 +274,8 @@ async def run_billing(
         session.add(BillingRun(id=run_id, period_start=period_start, period_end=period_end, started_at=now))
     async with db.read() as session:
         workspaces = await candidate_workspaces(session, period_start, period_end)
-    for workspace_id in workspaces:
-        await bill_workspace(db, settings, workspace_id, period_start, period_end, book, now, finalize)
+    for i in range(0, len(workspaces), CHUNK):
+        await bill_workspaces(db, settings, workspaces[i : i + CHUNK], period_start, period_end, book, now, finalize)
     async with db.write() as session:
         counts = (await session.execute(
             select(func.count(), func.count().filter(INVOICES.c.status != "draft")).where(

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from metering.core.money import parse_money
 from metering.db import Database
-from metering.db.base import now_us
+from metering.db.base import in_slices, now_us
 from metering.db.paging import decode_cursor, encode_cursor
 from metering.errors import Conflict, Invalid, NotFound, field_error
 from metering.events.schemas import ID_PATTERN
@@ -475,16 +475,12 @@ async def get_settlement(session: AsyncSession, settlement_id: str) -> Settlemen
 
 async def confirmed_amount_for_invoice(session: AsyncSession, invoice_id: str) -> int:
     """Micro-dollars confirmed on chain for an invoice (partial payments add up)."""
-    total = (
-        await session.execute(
-            select(func.coalesce(func.sum(Settlement.amount), 0)).where(
-                Settlement.purpose_kind == "invoice",
-                Settlement.invoice_id == invoice_id,
-                Settlement.status == Status.CONFIRMED,
-            )
-        )
-    ).scalar_one()
-    return int(total)  # PostgreSQL sums BIGINT as NUMERIC (a Decimal): exact, no float
+    return (await confirmed_amounts_for_invoices(session, [invoice_id])).get(invoice_id, 0)
+
+
+async def confirmed_amounts_for_invoices(session: AsyncSession, invoice_ids: Sequence[str]) -> dict[str, int]:
+    """Micro-dollars confirmed on chain per invoice; invoices with nothing confirmed are left out."""
+    return await _confirmed_sums(session, Settlement.invoice_id, invoice_ids, Settlement.purpose_kind == "invoice")
 
 
 async def confirmed_credit_total(
@@ -492,14 +488,31 @@ async def confirmed_credit_total(
 ) -> int:
     """Micro-dollars of prepaid credit confirmed for a workspace (optionally only what was
     confirmed before a time, e.g. a period end)."""
-    query = select(func.coalesce(func.sum(Settlement.amount), 0)).where(
-        Settlement.purpose_kind == "credit",
-        Settlement.workspace_id == workspace_id,
-        Settlement.status == Status.CONFIRMED,
-    )
+    totals = await confirmed_credit_totals(session, [workspace_id], confirmed_before=confirmed_before)
+    return totals.get(workspace_id, 0)
+
+
+async def confirmed_credit_totals(
+    session: AsyncSession, workspace_ids: Sequence[str], *, confirmed_before: int | None = None
+) -> dict[str, int]:
+    """Prepaid credit confirmed per workspace; workspaces without any are left out."""
+    condition = Settlement.purpose_kind == "credit"
     if confirmed_before is not None:
-        query = query.where(Settlement.confirmed_at < confirmed_before)  # type: ignore[operator]
-    return int((await session.execute(query)).scalar_one())
+        condition = condition & (Settlement.confirmed_at < confirmed_before)  # type: ignore[operator]
+    return await _confirmed_sums(session, Settlement.workspace_id, workspace_ids, condition)
+
+
+async def _confirmed_sums(session: AsyncSession, key, keys: Sequence[str], condition) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    sums: dict[str, int] = {}
+    for part in in_slices(keys):
+        rows = await session.execute(
+            select(key, func.sum(Settlement.amount))
+            .where(condition, Settlement.status == Status.CONFIRMED, key.in_(part))
+            .group_by(key)
+        )
+        # PostgreSQL sums BIGINT as NUMERIC (a Decimal): exact, no float.
+        sums.update((k, int(total)) for k, total in rows)
+    return sums
 
 
 async def list_settlements(

@@ -38,23 +38,32 @@ async def enqueue(session: AsyncSession, type_: str, data: dict, *, settings: Se
 
     Call it in the transaction that makes the change; nothing is sent until it commits.
     """
+    return (await enqueue_many(session, type_, [data], settings=settings))[0]
+
+
+async def enqueue_many(session: AsyncSession, type_: str, datas: list[dict], *, settings: Settings) -> list[str]:
+    """:func:`enqueue` for several events of one type at once (a billing run's invoices)."""
     if not type_ or len(type_) > 64:
         raise ValueError("a webhook event type is 1 to 64 characters")
-    if not isinstance(data, dict):
-        raise TypeError("webhook data must be a dict")
-    _refuse_floats(data)
-    event_id = f"evt_{secrets.token_hex(16)}"
+    for data in datas:
+        if not isinstance(data, dict):
+            raise TypeError("webhook data must be a dict")
+        _refuse_floats(data)
+    if not datas:
+        return []
     now = now_us()
-    outbox_id = (await session.execute(
-        insert(OUTBOX).values(event_id=event_id, type=type_, payload=msgspec.json.encode(data).decode(),
-                              created_at=now).returning(OUTBOX.c.id)
-    )).scalar_one()
+    events = [{"event_id": f"evt_{secrets.token_hex(16)}", "type": type_, "created_at": now,
+               "payload": msgspec.json.encode(data).decode()} for data in datas]
+    # Multi-row VALUES with RETURNING; the event id says which row each outbox id belongs to.
+    outbox_ids = dict((await session.execute(
+        insert(OUTBOX).returning(OUTBOX.c.event_id, OUTBOX.c.id), events)).all())
     # One delivery per distinct endpoint: the same URL twice in the settings gets it once.
     endpoints = {hook.url: hook.secret_env for hook in settings.webhooks}
     if endpoints:
         await session.execute(insert(DELIVERIES), [
-            {"outbox_id": outbox_id, "url": url, "secret_env": secret_env, "status": DeliveryStatus.PENDING,
-             "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
-            for url, secret_env in endpoints.items()
+            {"outbox_id": outbox_ids[event["event_id"]], "url": url, "secret_env": secret_env,
+             "status": DeliveryStatus.PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now,
+             "updated_at": now}
+            for event in events for url, secret_env in endpoints.items()
         ])
-    return event_id
+    return [event["event_id"] for event in events]

@@ -33,12 +33,14 @@ async def test_usage_query_uses_workspace_indexes(db):
         await session.execute(text("ANALYZE"))
 
     start, end = parse_time("2025-02-01T00:00:00Z"), parse_time("2025-03-01T00:00:00Z")
-    iv_plan = await explain(db, intervals_query("ws_7", start, end))
-    ext_plan = await explain(db, extensions_query("ws_7", start, end))
-    if db.is_sqlite:
-        assert "ix_usage_intervals_ws_start" in iv_plan and "ix_usage_intervals_ws_end" in iv_plan, iv_plan
-        assert "ix_usage_extensions_ws_time" in ext_plan, ext_plan
-        assert "SCAN usage_intervals" not in iv_plan.replace("USING INDEX", "")
-    else:
-        assert "Seq Scan" not in iv_plan and "ix_usage_intervals_ws_" in iv_plan, iv_plan
-        assert "Seq Scan" not in ext_plan and "ix_usage_extensions_ws_time" in ext_plan, ext_plan
+    # One workspace (a usage query) or several (a billing run's chunk): index ranges either way.
+    for ids in (["ws_7"], ["ws_7", "ws_8", "ws_9"]):
+        iv_plan = await explain(db, intervals_query(ids, start, end))
+        ext_plan = await explain(db, extensions_query(ids, start, end))
+        if db.is_sqlite:
+            assert "ix_usage_intervals_ws_start" in iv_plan and "ix_usage_intervals_ws_end" in iv_plan, iv_plan
+            assert "ix_usage_extensions_ws_time" in ext_plan, ext_plan
+            assert "SCAN usage_intervals" not in iv_plan.replace("USING INDEX", "")
+        else:
+            assert "Seq Scan" not in iv_plan and "ix_usage_intervals_ws_" in iv_plan, iv_plan
+            assert "Seq Scan" not in ext_plan and "ix_usage_extensions_ws_time" in ext_plan, ext_plan
