@@ -8,15 +8,20 @@ SQLITE_BUSY instead of waiting when another process holds the lock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from sqlalchemy import event
+from typing import TypeVar
+
+from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
+from metering.db.reader import ReadRunner
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+T = TypeVar("T")
 
 
 def _sqlite_setup(engine: AsyncEngine) -> None:
@@ -44,6 +49,13 @@ class Database:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
+        self._reader: ReadRunner | None = None
+
+    async def run_read(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(connection)`` in one read transaction, in one hand-off (db.reader)."""
+        if self._reader is None:
+            self._reader = ReadRunner(self.engine, SQLITE_BUSY_TIMEOUT_MS)
+        return await self._reader.run(fn)
 
     @property
     def is_sqlite(self) -> bool:
@@ -68,6 +80,8 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         await self.engine.dispose()
 
 

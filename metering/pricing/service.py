@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError
 
 from metering.core.pricing import (
@@ -41,14 +41,20 @@ class PriceCatalog:
 
     async def refresh(self, db: Database) -> PriceBook:
         """The current book, reloaded only if a version was added since the last look."""
-        async with db.read() as session:
-            newest = (await session.execute(select(func.max(PriceVersionRow.id)))).scalar()
-            if newest != self._loaded_id:
-                rows = (await session.execute(select(PriceVersionRow.document))).scalars().all()
-                book = self.file_book
-                for doc in rows:
-                    book = book.with_version(price_version_from_doc(msgspec.json.decode(doc)))
-                self.book, self._loaded_id = book, newest
+        loaded = self._loaded_id
+
+        def read(conn: Connection) -> tuple[int | None, list[str] | None]:
+            newest = conn.execute(select(func.max(PriceVersionRow.id))).scalar()
+            if newest == loaded:
+                return newest, None
+            return newest, list(conn.execute(select(PriceVersionRow.document)).scalars())
+
+        newest, docs = await db.run_read(read)  # every usage query asks: one hand-off, one statement
+        if docs is not None:
+            book = self.file_book
+            for doc in docs:
+                book = book.with_version(price_version_from_doc(msgspec.json.decode(doc)))
+            self.book, self._loaded_id = book, newest
         return self.book
 
     async def add_version(self, db: Database, doc: dict) -> PriceVersion:

@@ -8,7 +8,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from metering.db import Database
 from metering.db.base import now_us
@@ -28,6 +28,8 @@ SCOPES = (
 )
 TOKEN_PATTERN = re.compile(r"mtr_sk_[0-9a-f]{32}")
 TOKENS = ApiToken.__table__
+_BY_HASH = select(TOKENS.c.id, TOKENS.c.scopes, TOKENS.c.workspace_id, TOKENS.c.token_hash,
+                  TOKENS.c.revoked_at).where(TOKENS.c.token_hash == bindparam("digest"))
 
 
 @dataclass(frozen=True)
@@ -110,13 +112,8 @@ async def authenticate(db: Database, token: str, admin_token: str | None) -> Pri
     if not TOKEN_PATTERN.fullmatch(token):
         return None
     digest = hash_token(token)
-    # One plain statement on a pooled connection: this runs on every request, and an ORM
-    # session with its own transaction costs several more round trips to the driver.
-    async with db.connect() as conn:
-        row = (await conn.execute(
-            select(TOKENS.c.id, TOKENS.c.scopes, TOKENS.c.workspace_id, TOKENS.c.token_hash, TOKENS.c.revoked_at)
-            .where(TOKENS.c.token_hash == digest)
-        )).first()
+    # This runs on every request: one statement in one hand-off to the database (db.reader).
+    row = await db.run_read(lambda conn: conn.execute(_BY_HASH, {"digest": digest}).first())
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_hash, digest):
         return None
     return Principal(token_id=row.id, scopes=frozenset(row.scopes.split()), workspace_id=row.workspace_id)

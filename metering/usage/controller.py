@@ -12,7 +12,7 @@ from metering.db.base import now_us
 from metering.errors import Invalid, field_error
 from metering.events.schemas import ID_PATTERN
 from metering.usage.compute import GROUP_FIELDS, aggregate
-from metering.usage.service import load_usage_rows
+from metering.usage.service import read_usage_rows
 
 
 def group_by_param(value: str | None) -> tuple[str, ...]:
@@ -55,8 +55,7 @@ class UsageController(Controller):
 
         db = request.app.state.db
         book = await request.app.state.prices.refresh(db)
-        async with db.read() as session:
-            intervals, extensions = await load_usage_rows(session, workspace_id, start_us, end_us)
+        intervals, extensions = await read_usage_rows(db, workspace_id, start_us, end_us)
         buckets = aggregate(intervals, extensions, book, start=start_us, end=end_us, as_of=as_of_us,
                             group_by=groups, window=window)
         items = []

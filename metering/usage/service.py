@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Select, and_, select
+from sqlalchemy import Connection, Select, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from metering.core.periods import floor_to
+from metering.db import Database
 from metering.usage.compute import StoredExtension, StoredInterval
 from metering.usage.models import UsageExtension, UsageInterval
 
@@ -54,17 +56,28 @@ def extensions_query(workspace_ids: Sequence[str], start: int, end: int) -> Sele
 UsageRows = tuple[list[StoredInterval], list[StoredExtension]]
 
 
+def usage_rows_of(conn: Connection | Session, workspace_ids: Sequence[str], start: int, end: int) -> dict[str, UsageRows]:
+    """The billable rows of some workspaces, two queries in all (billing runs ask for many)."""
+    rows: dict[str, UsageRows] = {}
+    for row in conn.execute(intervals_query(workspace_ids, start, end)).all():
+        rows.setdefault(row[0], ([], []))[0].append(StoredInterval(*row))
+    for row in conn.execute(extensions_query(workspace_ids, start, end)).all():
+        rows.setdefault(row[0], ([], []))[1].append(StoredExtension(*row))
+    return rows
+
+
+async def read_usage_rows(db: Database, workspace_id: str, start: int, end: int) -> UsageRows:
+    """One workspace's rows in a read transaction of their own (a usage query)."""
+    rows = await db.run_read(lambda conn: usage_rows_of(conn, [workspace_id], start, end))
+    return rows.get(workspace_id, ([], []))
+
+
 async def load_usage_rows(session: AsyncSession, workspace_id: str, start: int, end: int) -> UsageRows:
+    """One workspace's rows in the caller's transaction."""
     return (await load_usage_rows_of(session, [workspace_id], start, end)).get(workspace_id, ([], []))
 
 
 async def load_usage_rows_of(
     session: AsyncSession, workspace_ids: Sequence[str], start: int, end: int
 ) -> dict[str, UsageRows]:
-    """The billable rows of several workspaces, two queries in all (billing runs use this)."""
-    rows: dict[str, UsageRows] = {}
-    for row in await session.execute(intervals_query(workspace_ids, start, end)):
-        rows.setdefault(row[0], ([], []))[0].append(StoredInterval(*row))
-    for row in await session.execute(extensions_query(workspace_ids, start, end)):
-        rows.setdefault(row[0], ([], []))[1].append(StoredExtension(*row))
-    return rows
+    return await session.run_sync(lambda sync_session: usage_rows_of(sync_session, workspace_ids, start, end))
