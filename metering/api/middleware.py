@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+import secrets
 import time
-import uuid
 
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -14,6 +15,10 @@ from metering.logging import get_logger
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 log = get_logger("metering.access")
+# Request ids: a random prefix per process and a counter, unique across instances without
+# a call to the OS's random source on every request.
+_PREFIX = secrets.token_hex(8)
+_COUNTER = itertools.count(1)
 
 
 def request_id_middleware(metrics: Metrics):  # type: ignore[no-untyped-def]
@@ -23,7 +28,7 @@ def request_id_middleware(metrics: Metrics):  # type: ignore[no-untyped-def]
                 await app(scope, receive, send)
                 return
             given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-            request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+            request_id = given if REQUEST_ID.fullmatch(given) else f"{_PREFIX}{next(_COUNTER):016x}"
             status = 500
             started = time.perf_counter()
 

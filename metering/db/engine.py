@@ -51,11 +51,12 @@ class Database:
         self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
         self._reader: ReadRunner | None = None
 
-    async def run_read(self, fn: Callable[[Connection], T]) -> T:
-        """``fn(connection)`` in one read transaction, in one hand-off (db.reader)."""
+    async def run_read(self, fn: Callable[[Connection], T], *, snapshot: bool = True) -> T:
+        """``fn(connection)`` in one hand-off, in one read transaction unless ``snapshot`` is
+        False (db.reader)."""
         if self._reader is None:
             self._reader = ReadRunner(self.engine, SQLITE_BUSY_TIMEOUT_MS)
-        return await self._reader.run(fn)
+        return await self._reader.run(fn, snapshot=snapshot)
 
     @property
     def is_sqlite(self) -> bool:

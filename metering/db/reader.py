@@ -5,7 +5,7 @@ statement, each fetch and the commit are separate trips (~0.15 ms of CPU each he
 made a usage query spend twice as long in the driver as in SQLite.  For a SQLite file the
 whole read runs as one synchronous function on a small thread pool with its own
 connections (sqlite3 releases the GIL while it works); each read is one deferred transaction,
-so its statements see one snapshot.  Otherwise (PostgreSQL) it runs on the async engine
+so its statements see one snapshot (single statements may skip it).  Otherwise (PostgreSQL) it runs on the async engine
 through SQLAlchemy's greenlet bridge, which costs no extra trips with asyncpg.
 """
 
@@ -38,17 +38,27 @@ class ReadRunner:
             self._threads = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sqlite-reader")
             weakref.finalize(self, _shutdown, self._sync, self._threads)
 
-    async def run(self, fn: Callable[[Connection], T]) -> T:
-        """``fn(connection)`` in one read transaction."""
+    async def run(self, fn: Callable[[Connection], T], *, snapshot: bool = True) -> T:
+        """``fn(connection)``; with ``snapshot``, in one read transaction (its statements agree).
+
+        Without it, on SQLite, each statement reads on its own: enough for one statement (a
+        token check), and it saves the BEGIN and COMMIT, a third of such a read's cost.
+        """
         if self._threads is not None:
-            return await asyncio.get_running_loop().run_in_executor(self._threads, self._in_transaction, fn)
+            return await asyncio.get_running_loop().run_in_executor(self._threads, self._read, fn, snapshot)
         async with self.engine.connect() as conn:
             return await conn.run_sync(fn)
 
-    def _in_transaction(self, fn: Callable[[Connection], T]) -> T:
+    def _read(self, fn: Callable[[Connection], T], snapshot: bool) -> T:
         assert self._sync is not None
-        with self._sync.connect() as conn, conn.begin():
-            return fn(conn)
+        with self._sync.connect() as conn:
+            if not snapshot:
+                return fn(conn)  # sqlite3 in autocommit mode: SQLAlchemy's begin and commit send nothing
+            conn.exec_driver_sql("BEGIN")  # deferred: the snapshot is taken at the first read
+            try:
+                return fn(conn)
+            finally:
+                conn.exec_driver_sql("COMMIT")
 
     def close(self) -> None:
         if self._sync is not None and self._threads is not None:
@@ -58,13 +68,9 @@ class ReadRunner:
 def _sqlite_reader_setup(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
-        dbapi_conn.isolation_level = None  # SQLAlchemy, not the sqlite3 module, begins transactions
+        dbapi_conn.isolation_level = None  # autocommit: ReadRunner._read begins its own transactions
         for pragma in (f"busy_timeout={busy_timeout_ms}", "query_only=ON"):
             dbapi_conn.execute(f"PRAGMA {pragma}")
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN")  # deferred: a snapshot from the first read on
 
 
 def _shutdown(engine: Engine, threads: ThreadPoolExecutor) -> None:

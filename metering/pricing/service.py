@@ -49,7 +49,9 @@ class PriceCatalog:
                 return newest, None
             return newest, list(conn.execute(select(PriceVersionRow.document)).scalars())
 
-        newest, docs = await db.run_read(read)  # every usage query asks: one hand-off, one statement
+        # Every usage query asks: one hand-off, usually one statement. Versions are only ever
+        # added, so the two statements need not agree: a newer one is loaded next time.
+        newest, docs = await db.run_read(read, snapshot=False)
         if docs is not None:
             book = self.file_book
             for doc in docs:
