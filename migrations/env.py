@@ -19,6 +19,10 @@ def run_sync(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # Each migration commits on its own: on PostgreSQL a data migration's streamed read
+        # (0006) leaves its cursor open until the transaction ends, and a later migration
+        # altering the same table in that transaction would fail.
+        transaction_per_migration=True,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,9 +1,16 @@
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from metering.db.base import bigint_pk
+from metering.events.schemas import RUN_TYPES
+
+# Only run events are counted by workspace and time (daily reports), and they are few next to
+# the sandbox lifecycle events: a partial index spares every lifecycle event one random index
+# insert, which was a third of SQLite's ingest cost.  Queries must repeat this exact condition,
+# as literals, for either engine to use the index.
+IS_RUN_EVENT = text("type IN (" + ", ".join(f"'{t}'" for t in RUN_TYPES) + ")")
 
 
 class Event(SQLModel, table=True):
@@ -13,7 +20,8 @@ class Event(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("source", "event_id", name="uq_events_source_id"),
         Index("ix_events_sandbox_time", "workspace_id", "sandbox_id", "time"),
-        Index("ix_events_workspace_type_time", "workspace_id", "type", "time"),
+        Index("ix_events_runs", "workspace_id", "time", "type", sqlite_where=IS_RUN_EVENT,
+              postgresql_where=IS_RUN_EVENT),
     )
 
     id: int | None = bigint_pk()

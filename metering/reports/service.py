@@ -13,14 +13,14 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metering.core.periods import DAY_US, floor_to
 from metering.core.pricing import PriceBook
 from metering.db import Database, insert_ignore
 from metering.db.base import now_us as current_time_us
-from metering.events.models import Event
+from metering.events.models import IS_RUN_EVENT, Event
 from metering.logging import get_logger
 from metering.reports.files import day_name, relative_paths, resolve, write_atomic
 from metering.reports.models import Report
@@ -91,7 +91,7 @@ async def active_days(session: AsyncSession, start: int, end: int) -> set[tuple[
         for ws, s in await session.execute(still_open):
             _add_days(found, ws, max(s, start), end)
         runs = select(EVENTS.c.workspace_id, day_of_event).where(
-            EVENTS.c.workspace_id.in_(chunk), EVENTS.c.type.in_(list(RUN_TYPES)),
+            EVENTS.c.workspace_id.in_(chunk), IS_RUN_EVENT,
             EVENTS.c.time >= start, EVENTS.c.time < end,
         ).distinct()
         found.update((ws, day) for ws, day in await session.execute(runs))
@@ -104,7 +104,7 @@ async def earliest_activity(session: AsyncSession) -> int | None:
         (await session.execute(select(func.min(INTERVALS.c.start)))).scalar(),
         (await session.execute(select(func.min(EXTENSIONS.c.time)))).scalar(),
         # No index serves this one: it is read once, when there is no watermark yet.
-        (await session.execute(select(func.min(EVENTS.c.time)).where(EVENTS.c.type.in_(list(RUN_TYPES))))).scalar(),
+        (await session.execute(select(func.min(EVENTS.c.time)).where(IS_RUN_EVENT))).scalar(),
     ]
     present = [c for c in candidates if c is not None]
     return min(present) if present else None
@@ -116,13 +116,15 @@ async def existing_reports(session: AsyncSession, start: int, end: int) -> set[t
     return {(ws, s) for ws, s in rows}
 
 
+def run_counts_query(workspace_id: str, start: int, end: int) -> Select:
+    """Run events of one workspace in ``[start, end)`` by type, through the partial ix_events_runs."""
+    return select(EVENTS.c.type, func.count()).where(
+        EVENTS.c.workspace_id == workspace_id, IS_RUN_EVENT, EVENTS.c.time >= start, EVENTS.c.time < end,
+    ).group_by(EVENTS.c.type)
+
+
 async def run_counts(session: AsyncSession, workspace_id: str, start: int, end: int) -> dict[str, int]:
-    rows = await session.execute(
-        select(EVENTS.c.type, func.count()).where(
-            EVENTS.c.workspace_id == workspace_id, EVENTS.c.type.in_(list(RUN_TYPES)),
-            EVENTS.c.time >= start, EVENTS.c.time < end,
-        ).group_by(EVENTS.c.type)
-    )
+    rows = await session.execute(run_counts_query(workspace_id, start, end))
     return {RUN_TYPES[type_]: count for type_, count in rows}
 
 
