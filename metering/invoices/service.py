@@ -29,7 +29,7 @@ from metering.logging import get_logger
 from metering.pricing.service import PriceCatalog
 from metering.settings import Settings
 from metering.usage.compute import aggregate
-from metering.usage.models import UsageExtension, UsageInterval, UsageMark
+from metering.usage.models import UsageExtension, UsageInterval, UsageMark, still_running
 from metering.usage.service import load_usage_rows, load_usage_rows_of
 
 INVOICES = Invoice.__table__
@@ -64,7 +64,7 @@ async def candidate_workspaces(session: AsyncSession, start: int, end: int) -> l
     iv, ext = UsageInterval.__table__, UsageExtension.__table__
     query = union(
         select(iv.c.workspace_id).where(iv.c.start >= floor_to(start, "month"), iv.c.start < end, iv.c.end > start),
-        select(iv.c.workspace_id).where(iv.c.end.is_(None), iv.c.start < end),
+        still_running(select(iv.c.workspace_id), end),
         select(ext.c.workspace_id).where(ext.c.time >= start, ext.c.time < end),
         select(MARKS.c.workspace_id).where(MARKS.c.since < start),
     )

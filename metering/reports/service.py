@@ -27,7 +27,7 @@ from metering.reports.models import Report
 from metering.reports.render import KIND, RUN_STATUSES, build_content, render_csv, render_json
 from metering.settings import Settings
 from metering.usage.compute import aggregate
-from metering.usage.models import UsageExtension, UsageInterval
+from metering.usage.models import UsageExtension, UsageInterval, still_running
 from metering.usage.service import load_usage_rows
 from metering.webhooks.outbox import enqueue
 
@@ -86,8 +86,8 @@ async def active_days(session: AsyncSession, start: int, end: int) -> set[tuple[
     workspaces = list((await session.execute(_WORKSPACES)).scalars())
     day_of_event = EVENTS.c.time - EVENTS.c.time % DAY_US
     for chunk in _chunks(workspaces):
-        still_open = select(INTERVALS.c.workspace_id, INTERVALS.c.start).where(
-            INTERVALS.c.workspace_id.in_(chunk), INTERVALS.c.end.is_(None), INTERVALS.c.start < end)
+        still_open = still_running(select(INTERVALS.c.workspace_id, INTERVALS.c.start).where(
+            INTERVALS.c.workspace_id.in_(chunk)), end)
         for ws, s in await session.execute(still_open):
             _add_days(found, ws, max(s, start), end)
         runs = select(EVENTS.c.workspace_id, day_of_event).where(

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from metering.core.periods import floor_to
 from metering.db import Database
 from metering.usage.compute import StoredExtension, StoredInterval
-from metering.usage.models import UsageExtension, UsageInterval
+from metering.usage.models import UsageExtension, UsageInterval, still_running
 
 INTERVALS = UsageInterval.__table__
 EXTENSIONS = UsageExtension.__table__
@@ -39,11 +39,7 @@ def intervals_query(workspace_ids: Sequence[str], start: int, end: int) -> Selec
         INTERVALS.c.end.is_not(None),
         INTERVALS.c.end > start,
     )
-    still_open = select(*_IV_COLS).where(
-        _for(INTERVALS.c.workspace_id, workspace_ids),
-        INTERVALS.c.end.is_(None),
-        INTERVALS.c.start < end,
-    )
+    still_open = still_running(select(*_IV_COLS).where(_for(INTERVALS.c.workspace_id, workspace_ids)), end)
     return closed.union_all(still_open)
 
 
