@@ -8,6 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from metering.invoices.service import CHUNK
 from tests.conftest import ADMIN_TOKEN
 from tests.factories import event
 from tests.process import ROOT, ServerProcess
@@ -37,18 +38,20 @@ def servers(db_url, db, tmp_path):
 
 async def test_two_processes_make_one_invoice_per_workspace(servers, db):
     a, b = servers
-    resp = httpx.post(f"{a.url}/v1/events", json=workspace_events(30), timeout=30,
+    # More workspaces than one billing chunk (invoices.service.CHUNK), so the runs interleave chunks.
+    count = 2 * CHUNK + 50
+    resp = httpx.post(f"{a.url}/v1/events", json=workspace_events(count), timeout=30,
                       headers={**ADMIN, "Content-Type": "application/cloudevents-batch+json"})
     assert resp.status_code == 202
     with ThreadPoolExecutor(6) as pool:
         runs = list(pool.map(lambda url: httpx.post(f"{url}/v1/billing-runs", json=JAN, headers=ADMIN, timeout=60),
                              [a.url, b.url] * 3))
     assert [r.status_code for r in runs] == [201] * 6, [r.text for r in runs]
-    assert {(r.json()["invoices"], r.json()["finalized"]) for r in runs} == {(30, 30)}
+    assert {(r.json()["invoices"], r.json()["finalized"]) for r in runs} == {(count, count)}
     async with db.read() as session:
         rows = (await session.execute(text("SELECT workspace_id, number FROM invoices"))).all()
-    assert sorted(ws for ws, _ in rows) == [f"ws_{n:03d}" for n in range(30)]
-    assert sorted(number for _, number in rows) == [f"INV-{n:06d}" for n in range(1, 31)]
+    assert sorted(ws for ws, _ in rows) == [f"ws_{n:03d}" for n in range(count)]
+    assert sorted(number for _, number in rows) == [f"INV-{n:06d}" for n in range(1, count + 1)]
 
 
 def test_cli_billing_run(db_url, db, tmp_path):
