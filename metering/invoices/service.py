@@ -165,11 +165,13 @@ async def _drafts(
     return drafts
 
 
-async def _drop_invoices(session: AsyncSession, invoice_ids: list[str]) -> None:
-    """Drafts whose usage went away (a late stop): nothing left to bill."""
+async def _drop_drafts(session: AsyncSession, invoice_ids: list[str]) -> None:
+    """Drafts whose usage went away (a late stop): nothing left to bill.  Only while still
+    drafts: another process may have finalized one since we read it, and that one stays."""
     if invoice_ids:
-        await session.execute(delete(LINES).where(LINES.c.invoice_id.in_(invoice_ids)))
-        await session.execute(delete(INVOICES).where(INVOICES.c.id.in_(invoice_ids)))
+        drafts = select(INVOICES.c.id).where(INVOICES.c.id.in_(invoice_ids), INVOICES.c.status == "draft")
+        await session.execute(delete(LINES).where(LINES.c.invoice_id.in_(drafts)))
+        await session.execute(delete(INVOICES).where(INVOICES.c.id.in_(invoice_ids), INVOICES.c.status == "draft"))
 
 
 async def _lock_invoices(
@@ -219,7 +221,7 @@ async def bill_workspaces(
         if not open_ids:
             return
         drafts = await _drafts(session, open_ids, existing, start, end, book, now)
-        await _drop_invoices(session, [existing[d.workspace_id][0] for d in drafts
+        await _drop_drafts(session, [existing[d.workspace_id][0] for d in drafts
                                        if not d.lines and d.workspace_id in existing])
         drafts = [d for d in drafts if d.lines]
         if not drafts:
