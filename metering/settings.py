@@ -69,6 +69,8 @@ class WebhookDeliverySettings(msgspec.Struct, forbid_unknown_fields=True):
     backoff_cap_seconds: int = 3600
     batch_size: int = 100  # deliveries per tick
     concurrency: int = 8
+    # Events whose deliveries all ended (delivered or failed) are deleted after this long.
+    retention_days: int = 30
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):

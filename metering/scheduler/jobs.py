@@ -22,7 +22,7 @@ from metering.reports.service import earliest_activity, write_reports
 from metering.scheduler.models import JobRun
 from metering.settings import Settings
 from metering.settlements.service import recheck_pending
-from metering.webhooks.delivery import deliver_due
+from metering.webhooks.delivery import deliver_due, prune
 
 RUNS = JobRun.__table__
 log = get_logger(__name__)
@@ -122,10 +122,11 @@ async def settlements(ctx: JobContext) -> JobResult:
 
 async def webhooks(ctx: JobContext) -> JobResult:
     stats = await deliver_due(ctx.db, ctx.settings, now_us=ctx.now_us)
-    if not stats.attempted:
+    pruned = await prune(ctx.db, ctx.settings, now_us=ctx.now_us)
+    if not stats.attempted and not pruned:
         return JobResult("skipped", detail="nothing due")
     return JobResult("ok", detail=f"attempted={stats.attempted} delivered={stats.delivered} "
-                                  f"retrying={stats.retrying} failed={stats.failed}")
+                                  f"retrying={stats.retrying} failed={stats.failed} pruned={pruned}")
 
 
 # In the order ``--once`` runs them: webhooks last, so what the others enqueue goes out.

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import msgspec
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from metering.core.timeutil import format_time
 from metering.db import Database
@@ -166,3 +166,27 @@ async def deliver_due(
     stats.failed = outcomes.count(DeliveryStatus.FAILED)
     stats.retrying = outcomes.count("retrying")
     return stats
+
+
+PRUNE_BATCH = 500  # events per tick: a long backlog goes over several ticks
+
+
+async def prune(db: Database, settings: Settings, *, now_us: int | None = None) -> int:
+    """Delete outbox events older than the retention whose deliveries all ended; returns how many.
+
+    An event with a delivery still pending stays, however old: at least once means until it
+    is delivered or given up.
+    """
+    now = current_time_us() if now_us is None else now_us
+    cutoff = now - settings.webhook_delivery.retention_days * 86_400_000_000
+    pending = select(DELIVERIES.c.outbox_id).where(DELIVERIES.c.status == DeliveryStatus.PENDING)
+    async with db.write() as session:
+        ids = list((await session.execute(
+            select(OUTBOX.c.id).where(OUTBOX.c.created_at < cutoff, OUTBOX.c.id.not_in(pending))
+            .order_by(OUTBOX.c.created_at).limit(PRUNE_BATCH)
+        )).scalars())
+        if ids:
+            await session.execute(delete(DELIVERIES).where(DELIVERIES.c.outbox_id.in_(ids)))
+            await session.execute(delete(OUTBOX).where(OUTBOX.c.id.in_(ids)))
+    return len(ids)
+

@@ -16,6 +16,8 @@ class OutboxEvent(SQLModel, table=True):
     """An event to tell the webhooks about, written in the transaction that caused it."""
 
     __tablename__ = "outbox"
+    # Time-ordered inserts, so cheap to keep: pruning reads only the rows past retention.
+    __table_args__ = (Index("ix_outbox_created", "created_at"),)
 
     id: int | None = bigint_pk()
     event_id: str = Field(max_length=40, unique=True)  # evt_<hex>: receivers drop repeats by it

@@ -4,11 +4,11 @@ import hashlib
 import hmac
 import json
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from metering.db.base import now_us
 from metering.scheduler.runner import Scheduler
-from metering.webhooks.delivery import deliver_due
+from metering.webhooks.delivery import deliver_due, prune
 from metering.webhooks.models import Delivery, OutboxEvent
 from metering.webhooks.outbox import enqueue
 from tests.reports.data import post_day
@@ -160,3 +160,22 @@ async def test_report_creation_enqueues_report_created_and_delivers_it(client, m
     await scheduler.run_job("reports")
     assert (await scheduler.run_job("webhooks")).outcome == "skipped"
     assert len(receiver.received) == 3
+
+
+async def test_prune_drops_ended_events_past_retention_and_keeps_pending_ones(db, settings):
+    async with db.write() as session:
+        ids = [await enqueue(session, "report.created", {"report_id": f"rep_{i}"}, settings=settings)
+               for i in range(3)]
+    async with db.write() as session:  # one delivered, one given up, one still pending
+        for event_id, status in zip(ids, ("delivered", "failed")):
+            outbox_id = select(OutboxEvent.id).where(OutboxEvent.event_id == event_id).scalar_subquery()
+            await session.execute(update(Delivery).where(Delivery.outbox_id == outbox_id).values(status=status))
+    day = 86_400 * SECOND
+    retention = settings.webhook_delivery.retention_days * day
+
+    assert await prune(db, settings, now_us=now_us() + retention - day) == 0  # not old enough yet
+    assert await prune(db, settings, now_us=now_us() + retention + day) == 2
+    async with db.read() as session:
+        left = (await session.execute(select(OutboxEvent.event_id))).scalars().all()
+        statuses = (await session.execute(select(Delivery.status))).scalars().all()
+    assert left == [ids[2]] and set(statuses) == {"pending"}
