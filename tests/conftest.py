@@ -49,8 +49,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
     base = PG_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     url = f"{base}/{name}"
-    upgrade(url)
-    try:
+    try:  # dropped even when the migrations fail
+        upgrade(url)
         yield url
     finally:
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
