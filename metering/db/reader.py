@@ -4,9 +4,10 @@ aiosqlite hands every cursor operation to its thread and back: a session's begin
 statement, each fetch and the commit are separate trips (~0.15 ms of CPU each here), which
 made a usage query spend twice as long in the driver as in SQLite.  For a SQLite file the
 whole read runs as one synchronous function on a small thread pool with its own
-connections (sqlite3 releases the GIL while it works); each read is one deferred transaction,
-so its statements see one snapshot (single statements may skip it).  Otherwise (PostgreSQL) it runs on the async engine
-through SQLAlchemy's greenlet bridge, which costs no extra trips with asyncpg.
+query-only connections (sqlite3 releases the GIL while it works); a read is one deferred
+transaction, so its statements see one snapshot, or none for a single statement.  Otherwise
+(PostgreSQL) it runs on the async engine through SQLAlchemy's greenlet bridge, which costs no
+extra trips with asyncpg, in autocommit when it needs no snapshot.
 """
 
 from __future__ import annotations
