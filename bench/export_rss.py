@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,10 +31,8 @@ sys.path.insert(0, str(ROOT))
 from metering.db import create_database  # noqa: E402
 from metering.migrate import upgrade  # noqa: E402
 from tests.exports.bulk import PeakRss, fill_usage  # noqa: E402
+from tests.pgdb import throwaway_database  # noqa: E402
 from tests.process import ServerProcess  # noqa: E402
-
-PG_SERVER = os.environ.get("METERING_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
 
 async def fill(url: str, rows: int) -> None:
     db = create_database(url)
@@ -94,21 +90,8 @@ def main() -> None:
         if args.engine == "sqlite":
             run(f"sqlite+aiosqlite:///{workdir / 'bench.db'}", args.rows, formats, workdir)
             return
-        name = f"metering_bench_{secrets.token_hex(3)}"
-
-        async def admin(sql: str) -> None:
-            conn = await asyncpg.connect(PG_SERVER)
-            try:
-                await conn.execute(sql)
-            finally:
-                await conn.close()
-
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-        try:
-            base = PG_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-            run(f"{base}/{name}", args.rows, formats, workdir)
-        finally:
-            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        with throwaway_database("metering_bench") as url:
+            run(url, args.rows, formats, workdir)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import secrets
 import shutil
 import tempfile
@@ -11,22 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import asyncpg
 import httpx
 
 from metering.migrate import upgrade
+from tests.pgdb import throwaway_database
 from tests.process import ServerProcess
 
-PG_SERVER = os.environ.get("METERING_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 ENGINES = ("sqlite", "postgresql")
-
-
-async def _pg_admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_SERVER)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @contextmanager
@@ -41,15 +30,9 @@ def fresh_database(engine: str, workdir: Path | None = None) -> Iterator[str]:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return
-    name = f"metering_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    base = PG_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    url = f"{base}/{name}"
-    try:
+    with throwaway_database("metering_bench") as url:
         upgrade(url)
         yield url
-    finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @contextmanager

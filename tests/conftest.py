@@ -7,12 +7,10 @@ Tables are emptied before each test.  METERING_TEST_DATABASES=sqlite limits the 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
@@ -22,20 +20,12 @@ from metering.db import Database, create_database
 from metering.migrate import upgrade
 from metering.models import metadata
 from metering.settings import Settings, load_settings
+from tests.pgdb import throwaway_database
 
 pytest_plugins = ["tests.chain.fixtures"]
 
-PG_SERVER = os.environ.get("METERING_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 ENGINES = [e for e in os.environ.get("METERING_TEST_DATABASES", "sqlite,postgresql").split(",") if e]
 ADMIN_TOKEN = "adm_" + secrets.token_hex(16)
-
-
-async def _pg_admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_SERVER)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session", params=ENGINES)
@@ -45,15 +35,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         upgrade(url)
         yield url
         return
-    name = f"metering_test_{os.getpid()}_{secrets.token_hex(3)}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    base = PG_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    url = f"{base}/{name}"
-    try:  # dropped even when the migrations fail
+    with throwaway_database("metering_test") as url:
         upgrade(url)
         yield url
-    finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
