@@ -1,4 +1,4 @@
-"""Helpers shared by table definitions."""
+"""Helpers shared by table definitions and the queries on them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
-from sqlalchemy import BigInteger, Integer
+from sqlalchemy import BigInteger, ColumnElement, Integer, Row, Select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field
 
 
@@ -20,7 +21,6 @@ def bigint_pk() -> int | None:
     return Field(default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer, "sqlite"))
 
 
-
 T = TypeVar("T")
 IN_LIST_LIMIT = 500  # keys per ``IN (...)`` list: far below SQLite's limit on bound variables
 
@@ -29,3 +29,9 @@ def in_slices(keys: Sequence[T]) -> Iterator[Sequence[T]]:
     """``keys`` in slices short enough for one ``IN (...)`` list each."""
     for i in range(0, len(keys), IN_LIST_LIMIT):
         yield keys[i : i + IN_LIST_LIMIT]
+
+
+async def rows_in(session: AsyncSession, query: Select, column: ColumnElement, keys: Sequence) -> list[Row]:
+    """``query`` restricted to ``column IN keys``, as many statements as the slices need."""
+    return [row for part in in_slices(keys) for row in (await session.execute(query.where(column.in_(part)))).all()]
+

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from metering.core.money import format_money
 from metering.core.timeutil import format_time
-from metering.db.base import in_slices, now_us
+from metering.db.base import now_us, rows_in
 from metering.errors import Conflict, NotFound
 from metering.invoices.models import Invoice, InvoiceLine
 from metering.settings import Settings
@@ -36,15 +36,14 @@ async def available_credits(session: AsyncSession, workspace_ids: Sequence[str])
     Workspaces that never bought credit are left out (they have none).
     """
     bought = await settlements.confirmed_credit_totals(session, workspace_ids)
-    applied: dict[str, int] = {}
-    for part in in_slices(sorted(bought)):
-        applied.update((ws, int(amount)) for ws, amount in await session.execute(
-            select(INVOICES.c.workspace_id, func.sum(-LINES.c.amount))
-            .join(INVOICES, INVOICES.c.id == LINES.c.invoice_id)
-            .where(INVOICES.c.workspace_id.in_(part), INVOICES.c.status.in_(("finalized", "paid")),
-                   LINES.c.kind == "credit")
-            .group_by(INVOICES.c.workspace_id)
-        ))
+    applied_lines = (
+        select(INVOICES.c.workspace_id, func.sum(-LINES.c.amount))
+        .join(INVOICES, INVOICES.c.id == LINES.c.invoice_id)
+        .where(INVOICES.c.status.in_(("finalized", "paid")), LINES.c.kind == "credit")
+        .group_by(INVOICES.c.workspace_id)
+    )
+    applied = {ws: int(amount) for ws, amount in await rows_in(session, applied_lines, INVOICES.c.workspace_id,
+                                                                sorted(bought))}
     return {ws: amount - applied.get(ws, 0) for ws, amount in bought.items()}
 
 
@@ -56,8 +55,7 @@ async def sync_paid(session: AsyncSession, invoice_ids: Sequence[str] | None = N
         paid_for = select(Settlement.invoice_id).where(Settlement.purpose_kind == "invoice")
         rows = (await session.execute(query.where(INVOICES.c.id.in_(paid_for)))).all()
     else:
-        rows = [row for part in in_slices(invoice_ids)
-                for row in (await session.execute(query.where(INVOICES.c.id.in_(part)))).all()]
+        rows = await rows_in(session, query, INVOICES.c.id, invoice_ids)
     paid = await settlements.confirmed_amounts_for_invoices(session, [row.id for row in rows])
     changed = 0
     for invoice_id, status, total in rows:
@@ -73,8 +71,7 @@ async def sync_paid(session: AsyncSession, invoice_ids: Sequence[str] | None = N
 async def on_finalized(session: AsyncSession, settings: Settings, invoice_ids: Sequence[str]) -> None:
     """In the finalizing transaction: settle invoices already covered, tell the webhooks."""
     await sync_paid(session, invoice_ids)
-    finalized = [row for part in in_slices(invoice_ids)
-                 for row in (await session.execute(select(INVOICES).where(INVOICES.c.id.in_(part)))).all()]
+    finalized = await rows_in(session, select(INVOICES), INVOICES.c.id, invoice_ids)
     await enqueue_many(session, "invoice.finalized", [
         {"invoice_id": row.id, "number": row.number, "workspace_id": row.workspace_id,
          "period_start": format_time(row.period_start), "period_end": format_time(row.period_end),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, func, insert, select, union, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, union, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metering.core.periods import floor_to, period_bounds
@@ -128,11 +128,14 @@ class Draft:
     mark_ids: list[int]  # the usage marks these lines reflect
 
 
-async def _existing_invoices(session: AsyncSession, workspace_ids: list[str], start: int) -> dict[str, tuple]:
-    rows = await session.execute(
-        select(INVOICES.c.workspace_id, INVOICES.c.id, INVOICES.c.status).where(
-            INVOICES.c.workspace_id.in_(workspace_ids), INVOICES.c.period_start == start))
-    return {ws: (invoice_id, status) for ws, invoice_id, status in rows}
+def _invoices_of(workspace_ids: list[str], start: int) -> Select:
+    """(workspace, invoice id, status) of these workspaces' invoices for the period."""
+    return select(INVOICES.c.workspace_id, INVOICES.c.id, INVOICES.c.status).where(
+        INVOICES.c.workspace_id.in_(workspace_ids), INVOICES.c.period_start == start)
+
+
+async def _by_workspace(session: AsyncSession, query: Select) -> dict[str, tuple[str, str]]:
+    return {ws: (invoice_id, status) for ws, invoice_id, status in await session.execute(query)}
 
 
 async def _marks(session: AsyncSession, workspace_ids: list[str], end: int) -> dict[str, list[tuple[int, int]]]:
@@ -145,7 +148,7 @@ async def _marks(session: AsyncSession, workspace_ids: list[str], end: int) -> d
 
 
 async def _drafts(
-    session: AsyncSession, workspace_ids: list[str], existing: dict[str, tuple], start: int, end: int,
+    session: AsyncSession, workspace_ids: list[str], existing: dict[str, tuple[str, str]], start: int, end: int,
     book: PriceBook, now: int,
 ) -> list[Draft]:
     """Each workspace's lines: the period's usage, plus adjustments for earlier periods."""
@@ -169,25 +172,22 @@ async def _drop_drafts(session: AsyncSession, invoice_ids: list[str]) -> None:
     """Drafts whose usage went away (a late stop): nothing left to bill.  Only while still
     drafts: another process may have finalized one since we read it, and that one stays."""
     if invoice_ids:
-        drafts = select(INVOICES.c.id).where(INVOICES.c.id.in_(invoice_ids), INVOICES.c.status == "draft")
-        await session.execute(delete(LINES).where(LINES.c.invoice_id.in_(drafts)))
-        await session.execute(delete(INVOICES).where(INVOICES.c.id.in_(invoice_ids), INVOICES.c.status == "draft"))
+        still_drafts = (INVOICES.c.id.in_(invoice_ids), INVOICES.c.status == "draft")
+        await session.execute(delete(LINES).where(LINES.c.invoice_id.in_(select(INVOICES.c.id).where(*still_drafts))))
+        await session.execute(delete(INVOICES).where(*still_drafts))
 
 
 async def _lock_invoices(
     db: Database, session: AsyncSession, workspace_ids: list[str], start: int, end: int, now: int
-) -> dict[str, tuple]:
+) -> dict[str, tuple[str, str]]:
     """Create the missing invoice rows, then lock them all, in workspace order on every process."""
     await session.execute(insert_ignore(INVOICES, db.dialect, ["workspace_id", "period_start"]), [
         {"id": f"inv_{secrets.token_hex(8)}", "workspace_id": ws, "period_start": start, "period_end": end,
          "status": "draft", "created_at": now, "updated_at": now}
         for ws in workspace_ids
     ])
-    rows = await session.execute(
-        select(INVOICES.c.workspace_id, INVOICES.c.id, INVOICES.c.status)
-        .where(INVOICES.c.workspace_id.in_(workspace_ids), INVOICES.c.period_start == start)
-        .order_by(INVOICES.c.workspace_id).with_for_update())
-    return {ws: (invoice_id, status) for ws, invoice_id, status in rows}
+    return await _by_workspace(
+        session, _invoices_of(workspace_ids, start).order_by(INVOICES.c.workspace_id).with_for_update())
 
 
 async def next_numbers(session: AsyncSession, count: int) -> list[str]:
@@ -215,7 +215,7 @@ async def bill_workspaces(
     a crash rolls all of them back together, and the next run bills them again.
     """
     async with db.write() as session:
-        existing = await _existing_invoices(session, workspace_ids, start)
+        existing = await _by_workspace(session, _invoices_of(workspace_ids, start))
         # Finalized invoices never change.
         open_ids = [ws for ws in workspace_ids if existing.get(ws, ("", "draft"))[1] == "draft"]
         if not open_ids:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Select, func, select, text
@@ -19,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from metering.core.periods import DAY_US, floor_to
 from metering.core.pricing import PriceBook
 from metering.db import Database, insert_ignore
+from metering.db.base import in_slices
 from metering.db.base import now_us as current_time_us
 from metering.events.models import IS_RUN_EVENT, Event
 from metering.logging import get_logger
@@ -36,7 +36,6 @@ EVENTS = Event.__table__
 INTERVALS = UsageInterval.__table__
 EXTENSIONS = UsageExtension.__table__
 RUN_TYPES = {f"run.{status}": status for status in RUN_STATUSES}
-CHUNK = 500  # workspaces per IN list: well under every driver's parameter limit
 log = get_logger(__name__)
 
 # Distinct workspaces by a loose index scan: one index seek per workspace instead of a
@@ -54,11 +53,6 @@ def report_id(workspace_id: str, kind: str, start: int) -> str:
     """Derived from the unique key: every attempt at one report names it the same."""
     digest = hashlib.sha256(f"{workspace_id}\x00{kind}\x00{start}".encode()).hexdigest()
     return f"rep_{digest[:24]}"
-
-
-def _chunks(items: list[str], size: int = CHUNK) -> Iterable[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 def _add_days(found: set[tuple[str, int]], workspace_id: str, start: int, end: int) -> None:
@@ -85,7 +79,7 @@ async def active_days(session: AsyncSession, start: int, end: int) -> set[tuple[
 
     workspaces = list((await session.execute(_WORKSPACES)).scalars())
     day_of_event = EVENTS.c.time - EVENTS.c.time % DAY_US
-    for chunk in _chunks(workspaces):
+    for chunk in in_slices(workspaces):
         still_open = still_running(select(INTERVALS.c.workspace_id, INTERVALS.c.start).where(
             INTERVALS.c.workspace_id.in_(chunk)), end)
         for ws, s in await session.execute(still_open):

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from metering.core.money import parse_money
 from metering.db import Database
-from metering.db.base import in_slices, now_us
+from metering.db.base import now_us, rows_in
 from metering.db.paging import decode_cursor, encode_cursor
 from metering.errors import Conflict, Invalid, NotFound, field_error
 from metering.events.schemas import ID_PATTERN
@@ -503,16 +503,9 @@ async def confirmed_credit_totals(
 
 
 async def _confirmed_sums(session: AsyncSession, key, keys: Sequence[str], condition) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    sums: dict[str, int] = {}
-    for part in in_slices(keys):
-        rows = await session.execute(
-            select(key, func.sum(Settlement.amount))
-            .where(condition, Settlement.status == Status.CONFIRMED, key.in_(part))
-            .group_by(key)
-        )
-        # PostgreSQL sums BIGINT as NUMERIC (a Decimal): exact, no float.
-        sums.update((k, int(total)) for k, total in rows)
-    return sums
+    query = select(key, func.sum(Settlement.amount)).where(condition, Settlement.status == Status.CONFIRMED)
+    # PostgreSQL sums BIGINT as NUMERIC (a Decimal): exact, no float.
+    return {k: int(total) for k, total in await rows_in(session, query.group_by(key), key, keys)}
 
 
 async def list_settlements(
