@@ -18,9 +18,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import QueuePool
+
+from metering.db.sqlite_threads import sqlite_thread_engine
 
 T = TypeVar("T")
 READER_THREADS = 2  # the machine's cores: more threads only queue for the same CPU
@@ -34,9 +35,9 @@ class ReadRunner:
         self._threads: ThreadPoolExecutor | None = None
         url = engine.url
         if engine.dialect.name == "sqlite" and url.database not in (None, "", ":memory:"):
-            self._sync = create_engine(url.set(drivername="sqlite"), poolclass=QueuePool,
-                                       pool_size=READER_THREADS, max_overflow=0)
-            _sqlite_reader_setup(self._sync, busy_timeout_ms)
+            # Autocommit at the driver: _read begins a transaction only when asked to.
+            self._sync = sqlite_thread_engine(url, connections=READER_THREADS,
+                                              pragmas=(f"busy_timeout={busy_timeout_ms}", "query_only=ON"))
             self._threads = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sqlite-reader")
             weakref.finalize(self, _shutdown, self._sync, self._threads)
 
@@ -66,14 +67,6 @@ class ReadRunner:
     def close(self) -> None:
         if self._sync is not None and self._threads is not None:
             _shutdown(self._sync, self._threads)
-
-
-def _sqlite_reader_setup(engine: Engine, busy_timeout_ms: int) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
-        dbapi_conn.isolation_level = None  # autocommit: ReadRunner._read begins its own transactions
-        for pragma in (f"busy_timeout={busy_timeout_ms}", "query_only=ON"):
-            dbapi_conn.execute(f"PRAGMA {pragma}")
 
 
 def _shutdown(engine: Engine, threads: ThreadPoolExecutor) -> None:

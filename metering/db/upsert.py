@@ -29,12 +29,12 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import QueuePool
 
 from metering.db.engine import SQLITE_BUSY_TIMEOUT_MS
+from metering.db.sqlite_threads import sqlite_thread_engine
 
 T = TypeVar("T")
 
@@ -171,8 +171,10 @@ class WriteRunner:
         self._sync: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         if self.dialect == "sqlite" and url.database not in (None, "", ":memory:"):
-            self._sync = create_engine(url.set(drivername="sqlite"), poolclass=QueuePool, pool_size=1, max_overflow=0)
-            _sqlite_writer_setup(self._sync)
+            self._sync = sqlite_thread_engine(url, connections=1, pragmas=(
+                f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
+                f"cache_size={SQLITE_WRITER_CACHE_KIB}", "wal_autocheckpoint=0"))
+            event.listen(self._sync, "begin", _begin_immediate)
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
             self._checkpointer = _Checkpointer(url.database)
             weakref.finalize(self, _shutdown, self._sync, self._thread, self._checkpointer)
@@ -220,17 +222,8 @@ class _Checkpointer:
             self._conn.close()
 
 
-def _sqlite_writer_setup(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
-        dbapi_conn.isolation_level = None  # SQLAlchemy, not the sqlite3 module, begins transactions
-        for pragma in (f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "journal_mode=WAL", "synchronous=FULL",
-                       "foreign_keys=ON", f"cache_size={SQLITE_WRITER_CACHE_KIB}", "wal_autocheckpoint=0"):
-            dbapi_conn.execute(f"PRAGMA {pragma}")
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front (see db.engine)
+def _begin_immediate(conn) -> None:  # type: ignore[no-untyped-def]
+    conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front (see db.engine)
 
 
 def _shutdown(engine: Engine, thread: ThreadPoolExecutor, checkpointer: _Checkpointer) -> None:
