@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from functools import lru_cache
 
 MICRO = 1_000_000
 
@@ -112,3 +113,11 @@ def micro_to_decimal_text(amount: Fraction | int, min_decimals: int = 6) -> str:
     sign = "-" if units < 0 else ""
     whole, frac = divmod(abs(units), 10**decimals)
     return f"{sign}{whole}.{frac:0{decimals}d}" if decimals else f"{sign}{whole}"
+
+
+@lru_cache(maxsize=256)
+def unit_price_text(price: Fraction) -> str:
+    """:func:`micro_to_decimal_text` of a unit price, remembered: a book has a few prices,
+    which invoice lines and export rows repeat thousands of times."""
+    return micro_to_decimal_text(price)
+

@@ -10,14 +10,13 @@ running quantity on the period's invoice.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from fractions import Fraction
 from typing import Any
 
 from sqlalchemy import Select, select
 
 from metering.core.charges import extension_charge, price_interval
 from metering.core.lifecycle import Extension
-from metering.core.money import micro_to_decimal_text, round_micro
+from metering.core.money import round_micro, unit_price_text
 from metering.core.periods import floor_to
 from metering.core.pricing import PriceBook
 from metering.exports.plan import Part
@@ -59,22 +58,8 @@ def extensions(start: int, end: int, workspace_id: str | None) -> Select:
     return _in_workspace(query, EXTENSIONS, workspace_id)
 
 
-class _PriceText:
-    """Unit prices as exact decimal text, each distinct price formatted once per export."""
-
-    def __init__(self) -> None:
-        self.cache: dict[Fraction, str] = {}
-
-    def __call__(self, price: Fraction) -> str:
-        text = self.cache.get(price)
-        if text is None:
-            text = self.cache[price] = micro_to_decimal_text(price)
-        return text
-
-
 def usage_parts(book: PriceBook, start: int, end: int, workspace_id: str | None, now: int) -> list[Part]:
     as_of = min(now, end)
-    price_text = _PriceText()
 
     def running_rows(rows: Sequence[Any]) -> list[tuple[Any, ...]]:
         out = []
@@ -84,7 +69,7 @@ def usage_parts(book: PriceBook, start: int, end: int, workspace_id: str | None,
                 continue
             for piece in price_interval(span[0], span[1], template, dep, book):
                 out.append(("running", ws, dep, sb, template, piece.start, piece.end, piece.duration, None,
-                            price_text(piece.hourly), round_micro(piece.amount)))
+                            unit_price_text(piece.hourly), round_micro(piece.amount)))
         return out
 
     def extension_rows(rows: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -92,7 +77,7 @@ def usage_parts(book: PriceBook, start: int, end: int, workspace_id: str | None,
         for ws, dep, sb, template, time, count in rows:
             charge = extension_charge(Extension(time, count, template, dep), book)
             out.append(("extension", ws, dep, sb, template, time, None, None, count,
-                        price_text(charge / count), round_micro(charge)))
+                        unit_price_text(charge / count), round_micro(charge)))
         return out
 
     return [

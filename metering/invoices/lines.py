@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
 
-from metering.core.money import format_money, format_seconds, micro_to_decimal_text, round_micro
+from metering.core.money import format_money, format_seconds, round_micro, unit_price_text
 from metering.core.timeutil import format_time
 from metering.usage.compute import Bucket, GroupKey
 
@@ -40,12 +39,7 @@ class Line:
 
 def _unit_price(prices: set[Fraction]) -> str | None:
     # A line priced at one rate shows it; a line across a price change has no single rate.
-    return _price_text(next(iter(prices))) if len(prices) == 1 else None
-
-
-@lru_cache(maxsize=256)
-def _price_text(price: Fraction) -> str:
-    return micro_to_decimal_text(price)  # the few prices of a book, on thousands of lines
+    return unit_price_text(next(iter(prices))) if len(prices) == 1 else None
 
 
 def describe(kind: str, template: str | None, quantity: int) -> str:
