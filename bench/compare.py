@@ -17,9 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.machine import ROOT, machine_info
-
-RESULTS = ROOT / "bench" / "results"
+from bench.machine import ROOT, machine_info, save_result
 
 # Run inside each tree, so it measures that tree's code.
 PROBE = """
@@ -65,9 +63,7 @@ def main() -> int:
                 print(f"round {i + 1}: {json.dumps(row)}", flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
-    RESULTS.mkdir(exist_ok=True)
-    stamp = results["machine"]["date"].replace(":", "").replace("-", "")
-    (RESULTS / f"compare-{stamp}.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    save_result("compare", results)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sqlite3
@@ -59,3 +60,17 @@ def machine_info() -> dict:
         "sqlite": sqlite3.sqlite_version,
         "load_average_at_start": load_average(),
     }
+
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def save_result(kind: str, results: dict, suffix: str = "") -> str:
+    """Write ``results`` (with its ``machine``) to ``bench/results/<kind>-<date><suffix>.json``;
+    returns the JSON text."""
+    text = json.dumps(results, indent=2, ensure_ascii=False)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = results["machine"]["date"].replace(":", "").replace("-", "")
+    (RESULTS / f"{kind}-{stamp}{suffix}.json").write_text(text)
+    return text
+

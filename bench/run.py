@@ -18,11 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import direct, floor, ingest, reads
-from bench.machine import ROOT, load_average, machine_info
+from bench.machine import RESULTS, ROOT, load_average, machine_info, save_result
 from bench.server import ENGINES
 from bench.workload import encoded_batches
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 # name: (full, tiny) parameters
 SIZES = {
@@ -120,12 +119,8 @@ def main() -> int:
     only = set(args.only.split(",")) if args.only else None
     with tempfile.TemporaryDirectory(prefix="metering-bench-") as tmp:
         results = run(args.size, engines, only, Path(args.workdir or tmp))
-    text = json.dumps(results, indent=2, ensure_ascii=False)
     if not args.no_save:
-        RESULTS.mkdir(exist_ok=True)
-        stamp = results["machine"]["date"].replace(":", "").replace("-", "")
-        name = f"{args.size}-{stamp}" + (f"-{args.only.replace(',', '-')}" if only else "")
-        (RESULTS / f"{name}.json").write_text(text)
+        text = save_result(args.size, results, f"-{args.only.replace(',', '-')}" if only else "")
         if only is None:  # a partial run does not replace the last complete one
             (RESULTS / f"latest-{args.size}.json").write_text(text)
     print(summary(results))
