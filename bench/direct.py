@@ -19,7 +19,7 @@ from bench.workload import encoded_batches
 from metering.db import create_database
 from metering.events.service import parse_events, store_batch
 from metering.pricing.service import PriceCatalog
-from metering.usage.derive import after_insert
+from metering.usage.derive import USAGE_DERIVATION
 from tests.process import ROOT
 
 
@@ -35,7 +35,7 @@ async def _loop(url: str, bodies: list[bytes]) -> dict:
             rows = parse_events(body, batch=True, max_events=sys.maxsize, template_known=prices.knows,
                                 latest_us=now + 300_000_000, received_us=now)
             parsed = time.perf_counter()
-            await store_batch(db, rows, after_insert=after_insert)
+            await store_batch(db, rows, derivation=USAGE_DERIVATION)
             validate += parsed - began
             store += time.perf_counter() - parsed
             events += len(rows)

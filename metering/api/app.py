@@ -30,7 +30,7 @@ from metering.settings import Settings, load_settings
 from metering.settlements.controller import SettlementController
 from metering.tokens.controller import TokenController
 from metering.usage.controller import UsageController
-from metering.usage.derive import after_insert as derive_usage
+from metering.usage.derive import USAGE_DERIVATION
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Litestar:
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         "settings": settings,
         "metrics": metrics,
         "prices": prices,
-        "after_insert": derive_usage,
+        "derivation": USAGE_DERIVATION,
         # Settlements pay invoices without importing them: the invoices domain plugs in here.
         "invoice_check": payments.invoice_check,
         "on_settlement_change": payments.on_settlement_change,

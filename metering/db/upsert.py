@@ -131,6 +131,21 @@ class BulkSQL:
                         tuple(chain.from_iterable(chunk))))
         return out
 
+    def for_each_key(
+        self, head: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]], tail: str = "",
+    ) -> list[tuple[str, Any]]:
+        """``head`` restricted to ``key_columns = key``, run once per key (``executemany``).
+
+        For a few keys on a big table: each is an equality search on an index over the key's
+        leading columns, where SQLite would search a row-value ``IN (VALUES ...)`` on the
+        first column only.
+        """
+        if not keys:
+            return []
+        marks = [f"${i}" if self.is_pg else "?" for i in range(1, len(key_columns) + 1)]
+        where = " AND ".join(f"{_quote(c)} = {m}" for c, m in zip(key_columns, marks))
+        return [(f"{head} WHERE {where} {tail}", [tuple(k) for k in keys])]
+
 
 @lru_cache(maxsize=256)
 def _sqlite_insert_sql(table: str, columns: tuple[str, ...], n: int, on_conflict: str) -> str:

@@ -76,7 +76,7 @@ def event_writer(request: Request) -> EventWriter:
     state = request.app.state
     writer = state.get("event_writer")
     if writer is None or writer.db is not state.db:
-        writer = state.event_writer = EventWriter(state.db, state.after_insert)
+        writer = state.event_writer = EventWriter(state.db, state.derivation)
     return writer
 
 

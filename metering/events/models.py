@@ -19,7 +19,6 @@ class Event(SQLModel, table=True):
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("source", "event_id", name="uq_events_source_id"),
-        Index("ix_events_sandbox_time", "workspace_id", "sandbox_id", "time"),
         Index("ix_events_runs", "workspace_id", "time", "type", sqlite_where=IS_RUN_EVENT,
               postgresql_where=IS_RUN_EVENT),
     )

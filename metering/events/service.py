@@ -8,6 +8,8 @@ checked again as dicts, event by event, to name every bad event's index and fiel
 Writes go through ``EventWriter``: one ingest transaction at a time per process (SQLite has
 one writer anyway, and usage derivation must not fold a sandbox from two transactions), and
 requests that arrive while one is being written are committed together in the next one.
+What needs no database (repeats inside a request, the derivation's grouping) is prepared on
+the event loop first, so the writer, the one thing every request waits for, does only the rest.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from sqlalchemy import Connection
@@ -55,7 +57,32 @@ _canonical = msgspec.json.Encoder(order="sorted")
 
 Row = tuple  # one event, in EVENT_COLUMNS order
 TemplateCheck = Callable[[str, int], bool]
-AfterInsert = Callable[[Connection, list[Row]], None]
+
+
+class Derivation(NamedTuple):
+    """What else an ingest transaction writes about the events it stores (usage.derive).
+
+    ``prepare`` needs no database and runs before the transaction, on the event loop;
+    ``apply`` runs inside it with what ``prepare`` made of the stored rows.
+    """
+
+    prepare: Callable[[list[Row]], Any]
+    apply: Callable[[Connection, Any], None]
+
+
+class Prepared(NamedTuple):
+    """One request's rows, ready for the writer."""
+
+    rows: list[Row]  # as parsed
+    unique: list[Row]  # repeats inside the request dropped
+    indexes: list[int]  # each unique row's index in the request
+    derived: Any  # Derivation.prepare(unique), or None
+
+
+def prepare(rows: list[Row], derivation: Derivation | None) -> Prepared:
+    """Everything about a request's rows that needs no database; 409 for a repeat with another body."""
+    unique, indexes = dedupe_batch(rows)
+    return Prepared(rows, unique, indexes, derivation.prepare(unique) if derivation else None)
 
 
 def _to_us(dt: datetime) -> int:
@@ -227,9 +254,9 @@ def _conflict(index: int) -> Conflict:
 # Synchronous: a whole ingest transaction runs in one go on the writer (db.upsert.WriteRunner).
 
 
-def _store(conn: Connection, sql: BulkSQL, rows: list[Row], after_insert: AfterInsert | None) -> IngestResult:
+def _store(conn: Connection, sql: BulkSQL, batch: Prepared, derivation: Derivation | None) -> IngestResult:
     """Insert one request's events inside the current transaction."""
-    unique, indexes = dedupe_batch(rows)
+    rows, unique, indexes, derived = batch
     inserted = 0
     for stmt, params in sql.insert_chunks(EVENTS, EVENT_COLUMNS, unique, ON_KEY_CONFLICT):
         inserted += conn.exec_driver_sql(stmt, params).rowcount
@@ -238,8 +265,8 @@ def _store(conn: Connection, sql: BulkSQL, rows: list[Row], after_insert: AfterI
         for offset, row in enumerate(unique):
             if stored[_key(row)] != row[BODY_HASH]:
                 raise _conflict(indexes[offset])
-    if after_insert is not None and inserted:
-        after_insert(conn, unique)
+    if derivation is not None and inserted:
+        derivation.apply(conn, derived)
     return IngestResult(accepted=inserted, duplicates=len(rows) - inserted)
 
 
@@ -256,7 +283,7 @@ def _stored_hashes(conn: Connection, sql: BulkSQL, keys: list[tuple[str, str]]) 
 
 
 def _store_together(
-    conn: Connection, sql: BulkSQL, batches: list[list[Row]], after_insert: AfterInsert | None
+    conn: Connection, sql: BulkSQL, batches: list[Prepared], derivation: Derivation | None
 ) -> list[IngestResult | Exception] | None:
     """Several requests' events in one set of statements, or None if two requests share a key.
 
@@ -267,12 +294,7 @@ def _store_together(
     outcomes: list[IngestResult | Exception | None] = [None] * len(batches)
     requests: list[tuple[int, list[Row], list[int]]] = []
     owner: dict[tuple[str, str], int] = {}
-    for i, rows in enumerate(batches):
-        try:
-            unique, indexes = dedupe_batch(rows)
-        except Conflict as exc:
-            outcomes[i] = exc
-            continue
+    for i, (_, unique, indexes, _) in enumerate(batches):
         for row in unique:
             if owner.setdefault(_key(row), i) != i:
                 return None  # the order between the requests matters: let each go on its own
@@ -286,25 +308,25 @@ def _store_together(
             continue
         fresh = [r for r in unique if _key(r) not in stored]
         new_rows += fresh
-        outcomes[i] = IngestResult(accepted=len(fresh), duplicates=len(batches[i]) - len(fresh))
+        outcomes[i] = IngestResult(accepted=len(fresh), duplicates=len(batches[i].rows) - len(fresh))
     inserted = sum(conn.exec_driver_sql(stmt, params).rowcount
                    for stmt, params in sql.insert_chunks(EVENTS, EVENT_COLUMNS, new_rows, ON_KEY_CONFLICT))
     if inserted != len(new_rows):
         raise RuntimeError("events appeared while the ingest lock was held")
-    if after_insert is not None and new_rows:
-        after_insert(conn, new_rows)
+    if derivation is not None and new_rows:  # a few small requests: prepared here, for their new rows only
+        derivation.apply(conn, derivation.prepare(new_rows))
     return outcomes  # type: ignore[return-value]
 
 
 def _store_each(
-    conn: Connection, sql: BulkSQL, batches: list[list[Row]], after_insert: AfterInsert | None
+    conn: Connection, sql: BulkSQL, batches: list[Prepared], derivation: Derivation | None
 ) -> list[IngestResult | Exception]:
     """One request after the other, each in a savepoint: a 409 rolls back only its own events."""
     outcomes: list[IngestResult | Exception] = []
-    for rows in batches:
+    for batch in batches:
         savepoint = conn.begin_nested()
         try:
-            outcome = _store(conn, sql, rows, after_insert)
+            outcome = _store(conn, sql, batch, derivation)
         except Exception as exc:  # noqa: BLE001 - it is that request's answer
             savepoint.rollback()
             outcomes.append(exc)
@@ -315,9 +337,9 @@ def _store_each(
 
 
 def write_group(
-    conn: Connection, batches: list[list[Row]], after_insert: AfterInsert | None = None
+    conn: Connection, batches: list[Prepared], derivation: Derivation | None = None
 ) -> list[IngestResult | Exception]:
-    """Store several requests' batches in the current transaction, each all or nothing.
+    """Store several requests' prepared batches in the current transaction, each all or nothing.
 
     One outcome per batch.  With a single batch an error is raised (the caller rolls back).
     """
@@ -325,18 +347,19 @@ def write_group(
     if sql.is_pg:  # one ingest transaction at a time, across service instances too
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_INGEST_LOCK})")
     if len(batches) == 1:
-        return [_store(conn, sql, batches[0], after_insert)]
-    outcomes = _store_together(conn, sql, batches, after_insert)
-    return outcomes if outcomes is not None else _store_each(conn, sql, batches, after_insert)
+        return [_store(conn, sql, batches[0], derivation)]
+    outcomes = _store_together(conn, sql, batches, derivation)
+    return outcomes if outcomes is not None else _store_each(conn, sql, batches, derivation)
 
 
-async def store_batch(db: Database, rows: list[Row], *, after_insert: AfterInsert | None = None) -> IngestResult:
+async def store_batch(db: Database, rows: list[Row], *, derivation: Derivation | None = None) -> IngestResult:
     """Insert one batch in its own transaction; commit means durable, so the caller may answer 202."""
     if not rows:
         return IngestResult(accepted=0, duplicates=0)
+    batch = prepare(rows, derivation)
     async with db.write() as session:  # through the session's connection: no writer thread of its own
         conn = await session.connection()
-        outcomes = await conn.run_sync(partial(write_group, batches=[rows], after_insert=after_insert))
+        outcomes = await conn.run_sync(partial(write_group, batches=[batch], derivation=derivation))
     return outcomes[0]  # type: ignore[return-value]
 
 
@@ -348,38 +371,39 @@ class EventWriter:
     fsync.  Instead they queue here, and the next transaction stores them all under one commit.
     """
 
-    def __init__(self, db: Database, after_insert: AfterInsert | None) -> None:
+    def __init__(self, db: Database, derivation: Derivation | None) -> None:
         self.db = db
-        self.after_insert = after_insert
+        self.derivation = derivation
         self.runner = WriteRunner(db.engine)
-        self._queue: list[tuple[list[Row], asyncio.Future[IngestResult]]] = []
+        self._queue: list[tuple[Prepared, asyncio.Future[IngestResult]]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def store(self, rows: list[Row]) -> IngestResult:
         if not rows:
             return IngestResult(accepted=0, duplicates=0)
+        batch = prepare(rows, self.derivation)
         future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
-        self._queue.append((rows, future))
+        self._queue.append((batch, future))
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
         return await future
 
-    def _next_group(self) -> list[tuple[list[Row], asyncio.Future[IngestResult]]]:
+    def _next_group(self) -> list[tuple[Prepared, asyncio.Future[IngestResult]]]:
         size, take = 0, 0
-        for rows, _ in self._queue:
-            if take and size + len(rows) > MAX_GROUP_EVENTS:
+        for batch, _ in self._queue:
+            if take and size + len(batch.rows) > MAX_GROUP_EVENTS:
                 break
-            size += len(rows)
+            size += len(batch.rows)
             take += 1
         group, self._queue = self._queue[:take], self._queue[take:]
         return group
 
     async def _drain(self) -> None:
-        group: list[tuple[list[Row], asyncio.Future[IngestResult]]] = []
+        group: list[tuple[Prepared, asyncio.Future[IngestResult]]] = []
         try:
             while self._queue:
                 group = self._next_group()
-                work = partial(write_group, batches=[rows for rows, _ in group], after_insert=self.after_insert)
+                work = partial(write_group, batches=[batch for batch, _ in group], derivation=self.derivation)
                 try:
                     outcomes = await self.runner.run(work)
                 except Exception as exc:  # noqa: BLE001 - the transaction failed: every request in it

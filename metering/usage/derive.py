@@ -2,13 +2,19 @@
 
 Billing a sandbox is a left-to-right fold over its lifecycle events in order key
 ``(time, lifecycle rank, source, id)`` (CONTRACT 4.1-4.3, core.lifecycle).  ``sandbox_states``
-keeps where each sandbox's fold stands after all of its stored events, so a batch is applied
-in the same transaction that stores it:
+keeps where each sandbox's fold stands after all of its stored events, and those events'
+fold fields (``history``), so a batch is applied in the same transaction that stores it:
 
 - incrementally, when every new event of a sandbox sorts after the last one it has applied:
-  the fold goes on from the stored state and only what the new events add is written;
-- from scratch otherwise (an event arrived late, or repeats a stored one): the sandbox's
-  rows are derived again from all of its stored events.
+  the fold goes on from the stored state, only what the new events add is written, and
+  their fields are appended to the history by the upsert itself (nothing read back);
+- from scratch otherwise (an event arrived late, or repeats a stored one): the rows the
+  stored history derived are deleted by their own keys, and the rows of the merged history
+  inserted.
+
+The history is why no index keys events or usage rows by sandbox: such an index takes one
+random-order b-tree insert per event (and a dirty page per event at commit once the table
+is big), for a lookup only late events need.
 
 Either way the result is what ``core.lifecycle.derive`` gives for all the events in order,
 so the arrival order never changes the bill.  The caller (events.service) serializes ingest
@@ -17,37 +23,46 @@ transactions, so two batches never fold the same sandbox at once.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import msgspec
+import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from metering.core.lifecycle import EVENT_RANK, EXTENSION_MINUTES
 from metering.core.periods import DAY_US, next_boundary
 from metering.db.upsert import BulkSQL
-from metering.events.models import Event
-from metering.events.schemas import EVENT_COLUMNS, SANDBOX_TYPES
+from metering.events.service import Derivation
+from metering.events.schemas import EVENT_COLUMNS
 from metering.usage.models import SandboxState, UsageExtension, UsageInterval, UsageMark
 
-EVENTS = Event.__table__
 INTERVALS = UsageInterval.__table__
 EXTENSIONS = UsageExtension.__table__
 MARKS = UsageMark.__table__
 STATES = SandboxState.__table__
 
 RUNNING, EXTENDED, STOPPED, TERMINATED = (EVENT_RANK[f"sandbox.{t}"] for t in ("running", "extended", "stopped", "terminated"))
-SANDBOX_TYPE_LIST = ", ".join(f"'{t}'" for t in SANDBOX_TYPES)  # constants, safe to inline
 
 OWNER_COLUMNS = ("workspace_id", "deployment_id", "sandbox_id", "template")
 INTERVAL_COLUMNS = (*OWNER_COLUMNS, "start", "end")
 EXTENSION_COLUMNS = (*OWNER_COLUMNS, "time", "count")
-STATE_COLUMNS = ("workspace_id", "sandbox_id", "last_time", "last_rank", "last_source", "last_event_id",
-                 "open_start", "open_template", "open_deployment", "terminated")
-STATE_UPSERT = "ON CONFLICT (workspace_id, sandbox_id) DO UPDATE SET " + ", ".join(
-    f'"{c}" = excluded."{c}"' for c in STATE_COLUMNS[2:]
+# A sandbox's usage rows by their own keys (its intervals never share a start), read through
+# ix_usage_intervals_ws_start / ix_usage_extensions_ws_time.
+INTERVAL_KEY = ("workspace_id", "start", "sandbox_id")
+EXTENSION_KEY = ("workspace_id", "time", "sandbox_id")
+FOLD_COLUMNS = ("workspace_id", "sandbox_id", "last_time", "last_rank", "last_source", "last_event_id",
+                "open_start", "open_template", "open_deployment", "terminated")
+STATE_COLUMNS = (*FOLD_COLUMNS, "history")
+_SET_FOLD = "ON CONFLICT (workspace_id, sandbox_id) DO UPDATE SET " + ", ".join(
+    f'"{c}" = excluded."{c}"' for c in FOLD_COLUMNS[2:]
 )
+STATE_APPEND = f"{_SET_FOLD}, history = sandbox_states.history || excluded.history"
+STATE_REPLACE = f"{_SET_FOLD}, history = excluded.history"
 
 SandboxKey = tuple[str, str]  # (workspace_id, sandbox_id)
 # One lifecycle event, sortable by its order key (the first four fields; (source, id) is unique):
@@ -56,6 +71,27 @@ LifecycleEvent = tuple[int, int, str, str, str, Any, Any]
 # lifecycle_events unpacks stored-event rows by position.
 assert EVENT_COLUMNS[:10] == ("source", "event_id", "type", "time", "workspace_id", "deployment_id",
                               "sandbox_id", "run_id", "template", "minutes")
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_history = msgspec.json.Decoder(list[tuple[int, int, str, str, str, Any, Any]]).decode
+
+
+def history_text(events: list[LifecycleEvent]) -> str:
+    """Events as ``sandbox_states.history`` holds them: JSON arrays, each followed by a comma,
+    so appending is concatenating (``[time, rank, source, id, deployment, template, minutes],``)."""
+    return _encode(events)[1:-1].decode() + "," if events else ""
+
+
+def parse_history(text: str) -> list[LifecycleEvent]:
+    return _decode_history("[" + text[:-1] + "]") if text else []
+
+
+def merge(stored: list[LifecycleEvent], new: list[LifecycleEvent]) -> list[LifecycleEvent]:
+    """Both lists' events in fold order, each ``(source, id)`` once (a repeat is not a new event)."""
+    by_key = {(e[2], e[3]): e for e in new}
+    by_key.update({(e[2], e[3]): e for e in stored})
+    return sorted(by_key.values())
 
 
 @lru_cache(maxsize=8192)
@@ -94,11 +130,16 @@ class Changes:
     def __init__(self) -> None:
         self.intervals: list[tuple] = []
         self.extensions: list[tuple] = []
-        self.drop_open: list[SandboxKey] = []  # their open interval row is replaced or closed
-        self.states: list[tuple] = []
+        self.drop_open: list[tuple[str, int, str]] = []  # (workspace, start, sandbox): replaced or closed
+        self.states: list[tuple] = []  # in STATE_COLUMNS order; history: the events to append
+        self.rewritten: list[tuple] = []  # the same, history: the whole of it
 
-    def apply(self, key: SandboxKey, fold: Fold, events: list[LifecycleEvent]) -> None:
-        """Continue ``fold`` over ``events`` (sorted, all after ``fold.last``)."""
+    def apply(self, key: SandboxKey, fold: Fold, events: list[LifecycleEvent], *, rewrite: bool = False) -> None:
+        """Continue ``fold`` over ``events`` (sorted, all after ``fold.last``).
+
+        ``rewrite``: ``events`` are all of the sandbox's events (its history is replaced);
+        otherwise they are appended to it.
+        """
         ws, sb = key
         before = fold.open
         for time, rank, source, event_id, deployment, template, minutes in events:
@@ -121,12 +162,13 @@ class Changes:
                 fold.terminated = rank == TERMINATED
         after = fold.open
         if before is not None and before != after:
-            self.drop_open.append(key)
+            self.drop_open.append((ws, before[0], sb))
         if after is not None and before != after:
             self.intervals.append((ws, fold.open_deployment, sb, fold.open_template, fold.open_start, None))
         assert fold.last is not None
-        self.states.append((ws, sb, *fold.last, fold.open_start, fold.open_template, fold.open_deployment,
-                            fold.terminated))
+        (self.rewritten if rewrite else self.states).append((
+            ws, sb, *fold.last, fold.open_start, fold.open_template, fold.open_deployment, fold.terminated,
+            history_text(events)))
 
 
 def lifecycle_events(rows: list[tuple]) -> dict[SandboxKey, list[LifecycleEvent]]:
@@ -141,8 +183,23 @@ def lifecycle_events(rows: list[tuple]) -> dict[SandboxKey, list[LifecycleEvent]
     return by_sandbox
 
 
+def stored_lifecycles(conn: Connection, chunk: int = 1000) -> Iterator[tuple[SandboxKey, list[LifecycleEvent]]]:
+    """Every sandbox's stored lifecycle events, in fold order, streamed from the events table.
+
+    For migrations that fill ``sandbox_states`` from the events already stored (0006, 0010);
+    ingest itself never reads events by sandbox.
+    """
+    events = sa.table("events", *(sa.column(c) for c in (
+        "workspace_id", "sandbox_id", "time", "type", "source", "event_id", "deployment_id", "template", "minutes")))
+    query = sa.select(events).where(events.c.type.in_(list(EVENT_RANK))).order_by(
+        events.c.workspace_id, events.c.sandbox_id)
+    rows = conn.execute(query, execution_options={"yield_per": chunk})
+    for key, group in itertools.groupby(rows, key=lambda r: (r[0], r[1])):
+        yield key, sorted((t, EVENT_RANK[ty], s, e, d, tpl, m) for _, _, t, ty, s, e, d, tpl, m in group)
+
+
 def _load_states(conn: Connection, sql: BulkSQL, keys: list[SandboxKey]) -> dict[SandboxKey, Fold]:
-    head = "SELECT " + ", ".join(f'"{c}"' for c in STATE_COLUMNS) + " FROM sandbox_states"
+    head = "SELECT " + ", ".join(f'"{c}"' for c in FOLD_COLUMNS) + " FROM sandbox_states"
     states = {}
     for stmt, params in sql.keyed_chunks(STATES, head, ("workspace_id", "sandbox_id"), keys):
         for ws, sb, t, rank, src, eid, o_start, o_tpl, o_dep, term in conn.exec_driver_sql(stmt, params):
@@ -150,20 +207,12 @@ def _load_states(conn: Connection, sql: BulkSQL, keys: list[SandboxKey]) -> dict
     return states
 
 
-def _load_all_events(
-    conn: Connection, sql: BulkSQL, keys: list[SandboxKey]
-) -> dict[SandboxKey, list[LifecycleEvent]]:
-    """Every stored lifecycle event of these sandboxes, read through ix_events_sandbox_time."""
-    head = ("SELECT workspace_id, sandbox_id, time, type, source, event_id, deployment_id, template, minutes "
-            "FROM events")
-    by_sandbox: dict[SandboxKey, list[LifecycleEvent]] = defaultdict(list)
-    tail = f"AND type IN ({SANDBOX_TYPE_LIST})"
-    for stmt, params in sql.keyed_chunks(EVENTS, head, ("workspace_id", "sandbox_id"), keys, tail):
-        for ws, sb, time, type_, src, eid, dep, tpl, minutes in conn.exec_driver_sql(stmt, params):
-            by_sandbox[(ws, sb)].append((time, EVENT_RANK[type_], src, eid, dep, tpl, minutes))
-    for events in by_sandbox.values():
-        events.sort()
-    return by_sandbox
+def _load_histories(conn: Connection, sql: BulkSQL, keys: list[SandboxKey]) -> dict[SandboxKey, str]:
+    head = "SELECT workspace_id, sandbox_id, history FROM sandbox_states"
+    histories = {}
+    for stmt, params in sql.keyed_chunks(STATES, head, ("workspace_id", "sandbox_id"), keys):
+        histories.update(((ws, sb), text) for ws, sb, text in conn.exec_driver_sql(stmt, params))
+    return histories
 
 
 def _execute(conn: Connection, chunks: list[tuple[str, Any]]) -> None:
@@ -171,12 +220,9 @@ def _execute(conn: Connection, chunks: list[tuple[str, Any]]) -> None:
         conn.exec_driver_sql(stmt, params)
 
 
-def after_insert(conn: Connection, rows: list[tuple]) -> None:
-    """The ingest hook: bring the usage tables up to date with just-stored events, in their transaction.
-
-    ``rows`` are in ``events.schemas.EVENT_COLUMNS`` order.
-    """
-    new = lifecycle_events(rows)
+def apply(conn: Connection, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
+    """Bring the usage tables up to date with just-stored events (``lifecycle_events`` of their
+    rows), in their transaction."""
     if not new:
         return
     sql = BulkSQL(conn.dialect.name)
@@ -191,17 +237,22 @@ def after_insert(conn: Connection, rows: list[tuple]) -> None:
         else:
             redo.append(key)
     if redo:  # out of order or repeated: derive these sandboxes again from all their events
-        owner = ("workspace_id", "sandbox_id")
-        for table in (INTERVALS, EXTENSIONS):
-            _execute(conn, sql.keyed_chunks(table, f'DELETE FROM "{table.name}"', owner, redo))
-        stored = _load_all_events(conn, sql, redo)
+        stored = _load_histories(conn, sql, redo)
+        old = Changes()  # what the stored events derived: the rows to delete
         for key in redo:
-            changes.apply(key, Fold(), stored[key])
-    _execute(conn, sql.keyed_chunks(INTERVALS, "DELETE FROM usage_intervals", ("workspace_id", "sandbox_id"),
-                                    changes.drop_open, 'AND "end" IS NULL'))
+            events = parse_history(stored[key])
+            old.apply(key, Fold(), events)
+            changes.apply(key, Fold(), merge(events, new[key]), rewrite=True)
+        _execute(conn, sql.for_each_key("DELETE FROM usage_intervals", INTERVAL_KEY,
+                                        sorted({(iv[0], iv[4], iv[2]) for iv in old.intervals})))
+        _execute(conn, sql.for_each_key("DELETE FROM usage_extensions", EXTENSION_KEY,
+                                        sorted({(ext[0], ext[4], ext[2]) for ext in old.extensions})))
+    _execute(conn, sql.for_each_key("DELETE FROM usage_intervals", INTERVAL_KEY, changes.drop_open,
+                                    'AND "end" IS NULL'))
     _execute(conn, sql.insert_chunks(INTERVALS, INTERVAL_COLUMNS, changes.intervals))
     _execute(conn, sql.insert_chunks(EXTENSIONS, EXTENSION_COLUMNS, changes.extensions))
-    _execute(conn, sql.insert_chunks(STATES, STATE_COLUMNS, changes.states, STATE_UPSERT))
+    _execute(conn, sql.insert_chunks(STATES, STATE_COLUMNS, changes.states, STATE_APPEND))
+    _execute(conn, sql.insert_chunks(STATES, STATE_COLUMNS, changes.rewritten, STATE_REPLACE))
     _execute(conn, sql.insert_chunks(MARKS, ("workspace_id", "since"), earliest_change(new)))
 
 
@@ -217,3 +268,7 @@ def earliest_change(new: dict[SandboxKey, list[LifecycleEvent]]) -> list[tuple[s
         if first < since.get(ws, first + 1):
             since[ws] = first
     return sorted(since.items())
+
+
+# The ingest hook (events.service): grouping and sorting the events needs no database.
+USAGE_DERIVATION = Derivation(prepare=lifecycle_events, apply=apply)

@@ -7,7 +7,7 @@ few still-open pieces.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Index, Select, text
+from sqlalchemy import BigInteger, Index, Select, Text, text
 from sqlmodel import Field, SQLModel
 
 from metering.db.base import bigint_pk
@@ -20,7 +20,6 @@ class UsageInterval(SQLModel, table=True):
     __tablename__ = "usage_intervals"
     __table_args__ = (
         Index("ix_usage_intervals_ws_start", "workspace_id", "start"),
-        Index("ix_usage_intervals_ws_sandbox", "workspace_id", "sandbox_id"),
         Index("ix_usage_intervals_start", "start"),
         # Only the intervals still running: few at any time, so this index stays small and a
         # closed interval (almost every row) costs no entry in it (migration 0008).  Same
@@ -43,7 +42,6 @@ class UsageExtension(SQLModel, table=True):
     __tablename__ = "usage_extensions"
     __table_args__ = (
         Index("ix_usage_extensions_ws_time", "workspace_id", "time"),
-        Index("ix_usage_extensions_ws_sandbox", "workspace_id", "sandbox_id"),
         Index("ix_usage_extensions_time", "time"),
     )
 
@@ -79,6 +77,8 @@ class SandboxState(SQLModel, table=True):
     columns describe the running interval still open (its row in ``usage_intervals`` has no
     end); ``terminated`` means later events bill nothing.  Ingest continues the fold from here
     when every new event sorts after ``last_*`` (usage.derive), so a batch costs what it adds.
+    ``history`` holds every stored lifecycle event's fold fields (usage.derive.history_text):
+    a late event re-derives the sandbox from it, without an index of events by sandbox.
     """
 
     __tablename__ = "sandbox_states"
@@ -95,7 +95,7 @@ class SandboxState(SQLModel, table=True):
     open_template: str | None = Field(default=None, max_length=128)
     open_deployment: str | None = Field(default=None, max_length=128)
     terminated: bool = False
-
+    history: str = Field(default="", sa_type=Text)
 
 
 

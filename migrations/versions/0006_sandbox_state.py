@@ -7,8 +7,6 @@ Revision ID: 0006
 Revises: 0005
 """
 
-import itertools
-
 import sqlalchemy as sa
 from alembic import op
 
@@ -17,8 +15,6 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-SANDBOX_TYPES = ("sandbox.provisioning", "sandbox.running", "sandbox.extended", "sandbox.stopped",
-                 "sandbox.terminated")
 CHUNK = 1000
 
 
@@ -41,26 +37,19 @@ def upgrade() -> None:
 
 
 def _backfill(conn: sa.engine.Connection, states: sa.Table) -> None:
-    from metering.core.lifecycle import EVENT_RANK
-    from metering.usage.derive import STATE_COLUMNS, Changes, Fold
+    from metering.usage.derive import FOLD_COLUMNS, Changes, Fold, stored_lifecycles
 
-    events = sa.table("events", *(sa.column(c) for c in (
-        "workspace_id", "sandbox_id", "time", "type", "source", "event_id", "deployment_id", "template", "minutes")))
-    query = sa.select(events).where(events.c.type.in_(SANDBOX_TYPES)).order_by(
-        events.c.workspace_id, events.c.sandbox_id)
-    rows = conn.execute(query, execution_options={"yield_per": CHUNK})  # streamed, not all in memory
     changes = Changes()
-    for key, group in itertools.groupby(rows, key=lambda r: (r[0], r[1])):
-        ordered = sorted((t, EVENT_RANK[ty], s, e, d, tpl, m) for _, _, t, ty, s, e, d, tpl, m in group)
+    for key, ordered in stored_lifecycles(conn, CHUNK):
         changes.apply(key, Fold(), ordered)
         if len(changes.states) >= CHUNK:
-            _flush(conn, states, STATE_COLUMNS, changes)
+            _flush(conn, states, FOLD_COLUMNS, changes)
             changes = Changes()
-    _flush(conn, states, STATE_COLUMNS, changes)
+    _flush(conn, states, FOLD_COLUMNS, changes)
 
 
 def _flush(conn: sa.engine.Connection, states: sa.Table, columns: tuple[str, ...], changes) -> None:  # type: ignore[no-untyped-def]
-    if changes.states:
+    if changes.states:  # zip keeps the columns of this revision (0010 adds the history)
         conn.execute(sa.insert(states), [dict(zip(columns, row)) for row in changes.states])
 
 

@@ -4,7 +4,9 @@
   tells a repeat from a conflict must not change with the path an event took).
 - Several requests committed together (group commit) keep their own all-or-nothing,
   repeats and conflicts.
-- Migration 0006 fills sandbox_states from the events already stored.
+- A late event re-derives its sandbox from the history in its state row, and touches no
+  other sandbox's rows.
+- Migration 0006 fills sandbox_states from the events already stored, and 0010 their history.
 """
 
 from functools import partial
@@ -17,8 +19,8 @@ from sqlalchemy import text
 
 from metering.errors import Conflict
 from metering.events.schemas import WireEvent
-from metering.events.service import parse_events, write_group
-from metering.usage.derive import after_insert
+from metering.events.service import parse_events, prepare, write_group
+from metering.usage.derive import USAGE_DERIVATION
 from tests.factories import event
 
 T0 = "2026-01-01T00:00:00Z"
@@ -57,10 +59,14 @@ def _rows(*events):
                         template_known=lambda t, u: True, latest_us=2**62, received_us=0)
 
 
+def _prepared(batches):
+    return [prepare(rows, USAGE_DERIVATION) for rows in batches]
+
+
 async def _write(db, batches):
     async with db.write() as session:
         conn = await session.connection()
-        return await conn.run_sync(partial(write_group, batches=batches, after_insert=after_insert))
+        return await conn.run_sync(partial(write_group, batches=_prepared(batches), derivation=USAGE_DERIVATION))
 
 
 async def _count(db, table):
@@ -76,11 +82,14 @@ async def test_group_keeps_each_request_all_or_nothing(db):
     clash = _rows({**stored, "time": "2026-01-01T00:00:05Z"}, event("sandbox.running", T0, sandbox_id="sb_c"))
     inner = _rows(event("sandbox.running", T0, id="evt_x", sandbox_id="sb_d"),
                   event("sandbox.running", T0, id="evt_x", sandbox_id="sb_d", template="giga-pro"))
-    outcomes = await _write(db, [a, repeat, clash, inner])
-    assert [type(o).__name__ for o in outcomes] == ["IngestResult", "IngestResult", "Conflict", "Conflict"]
+    with pytest.raises(Conflict) as inner_conflict:  # answered before it reaches the writer
+        prepare(inner, USAGE_DERIVATION)
+    assert inner_conflict.value.errors[0]["index"] == 1
+    outcomes = await _write(db, [a, repeat, clash])
+    assert [type(o).__name__ for o in outcomes] == ["IngestResult", "IngestResult", "Conflict"]
     assert (outcomes[0].accepted, outcomes[0].duplicates) == (1, 0)
     assert (outcomes[1].accepted, outcomes[1].duplicates) == (1, 1)
-    assert outcomes[2].errors[0]["index"] == 0 and outcomes[3].errors[0]["index"] == 1
+    assert outcomes[2].errors[0]["index"] == 0
     assert await _count(db, "events") == 3
     async with db.read() as session:
         rows = (await session.execute(text('SELECT sandbox_id, "end" IS NULL FROM usage_intervals ORDER BY 1'))).all()
@@ -104,26 +113,113 @@ async def test_single_request_conflict_is_raised(db):
         await _write(db, [_rows(event("sandbox.running", "2026-01-01T00:00:01Z", id="evt_1"))])
 
 
-def test_migration_fills_sandbox_states(tmp_path):
+def _database_at(tmp_path, revision, events):
+    """A SQLite file migrated to ``revision`` holding ``events``
+    ((event_id, type, time, sandbox_id, template, minutes), workspace 'ws', source '/s')."""
     import sqlite3
 
     from metering.migrate import upgrade
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
-    upgrade(url, "0005")
+    upgrade(url, revision)
     conn = sqlite3.connect(tmp_path / "m.db")
-    insert = ("INSERT INTO events (source, event_id, type, time, workspace_id, deployment_id, sandbox_id, template, "
-              "body_hash, payload, received_at) VALUES ('/s', ?, ?, ?, 'ws', 'dep', ?, ?, '', '{}', 0)")
-    conn.executemany(insert, [
-        ("e1", "sandbox.running", 100, "sb_open", "giga-mini"),
-        ("e2", "sandbox.stopped", 50, "sb_closed", None),  # before its running: changes nothing
-        ("e3", "sandbox.running", 10, "sb_closed", "giga-pro"),
-        ("e4", "sandbox.terminated", 60, "sb_closed", None),
-        ("e5", "run.completed", 70, None, None),
-    ])
+    conn.executemany("INSERT INTO events (source, event_id, type, time, workspace_id, deployment_id, sandbox_id, "
+                     "template, minutes, body_hash, payload, received_at) "
+                     "VALUES ('/s', ?, ?, ?, 'ws', 'dep', ?, ?, ?, '', '{}', 0)", events)
     conn.commit()
+    return url, conn
+
+
+def test_migration_fills_sandbox_states(tmp_path):
+    from metering.migrate import upgrade
+
+    url, conn = _database_at(tmp_path, "0005", [
+        ("e1", "sandbox.running", 100, "sb_open", "giga-mini", None),
+        ("e2", "sandbox.stopped", 50, "sb_closed", None, None),  # before its running: changes nothing
+        ("e3", "sandbox.running", 10, "sb_closed", "giga-pro", None),
+        ("e4", "sandbox.terminated", 60, "sb_closed", None, None),
+        ("e5", "run.completed", 70, None, None, None),
+    ])
     upgrade(url)
     states = conn.execute("SELECT sandbox_id, last_time, last_rank, last_event_id, open_start, open_template, "
                           "terminated FROM sandbox_states ORDER BY sandbox_id").fetchall()
     assert states == [("sb_closed", 60, 4, "e4", None, None, 1), ("sb_open", 100, 1, "e1", 100, "giga-mini", 0)]
+    conn.close()
+
+
+async def _usage_rows(db):
+    async with db.read() as session:
+        intervals = (await session.execute(text(
+            'SELECT sandbox_id, template, start, "end" FROM usage_intervals ORDER BY 1, 3'))).all()
+        extensions = (await session.execute(text(
+            "SELECT sandbox_id, template, time, count FROM usage_extensions ORDER BY 1, 3, 2"))).all()
+    return [tuple(r) for r in intervals], [tuple(r) for r in extensions]
+
+
+def _lifecycle(sandbox_id):
+    return [
+        event("sandbox.running", "2026-01-31T23:00:00Z", id=f"{sandbox_id}_run", sandbox_id=sandbox_id),
+        event("sandbox.extended", "2026-01-31T23:10:00Z", id=f"{sandbox_id}_ext", sandbox_id=sandbox_id,
+              minutes=30, template="giga-pro"),
+        event("sandbox.stopped", "2026-02-01T01:00:00Z", id=f"{sandbox_id}_stop", sandbox_id=sandbox_id),
+        event("sandbox.running", "2026-02-01T02:00:00Z", id=f"{sandbox_id}_again", sandbox_id=sandbox_id,
+              template="giga-max"),
+    ]
+
+
+async def test_late_events_rederive_only_their_sandbox(db):
+    """sb_late's events arrive newest first, one batch each, with a repeat; sb_calm, in the
+    same workspace at the same times, arrives in order.  Both end with the same rows."""
+    late, calm = _lifecycle("sb_late"), _lifecycle("sb_calm")
+    await _write(db, [_rows(*calm)])
+    for ev in reversed(late):
+        await _write(db, [_rows(ev)])
+    await _write(db, [_rows(late[1], late[0])])  # repeats: nothing new
+    intervals, extensions = await _usage_rows(db)
+    calm_iv = [r[1:] for r in intervals if r[0] == "sb_calm"]
+    assert [r[1:] for r in intervals if r[0] == "sb_late"] == calm_iv
+    assert [r[1:] for r in extensions if r[0] == "sb_late"] == [r[1:] for r in extensions if r[0] == "sb_calm"]
+    jan31_23h, feb1, feb1_1h, feb1_2h = 1769900400000000, 1769904000000000, 1769907600000000, 1769911200000000
+    assert calm_iv == [("giga-mini", jan31_23h, feb1), ("giga-mini", feb1, feb1_1h), ("giga-max", feb1_2h, None)]
+    assert [r[1:] for r in extensions if r[0] == "sb_calm"] == [("giga-pro", jan31_23h + 600_000_000, 2)]
+
+
+async def test_history_holds_each_stored_event_once_in_fold_order(db):
+    from metering.usage.derive import parse_history
+
+    late = _lifecycle("sb_h")
+    await _write(db, [_rows(late[2], late[3])])
+    await _write(db, [_rows(late[0], late[2])])  # one late, one repeat
+    await _write(db, [_rows(late[1])])
+    async with db.read() as session:
+        history = (await session.execute(text("SELECT history FROM sandbox_states"))).scalar_one()
+    assert [e[3] for e in parse_history(history)] == ["sb_h_run", "sb_h_ext", "sb_h_stop", "sb_h_again"]
+
+
+def test_migration_0010_fills_histories_and_drops_sandbox_indexes(tmp_path):
+    from sqlalchemy import create_engine
+
+    from metering.migrate import upgrade
+    from metering.usage.derive import parse_history
+
+    url, conn = _database_at(tmp_path, "0009", [("e2", "sandbox.stopped", 3_600_000_000, "sb", None, None),
+                                                ("e1", "sandbox.running", 0, "sb", "giga-mini", None)])
+    conn.execute("INSERT INTO sandbox_states VALUES ('ws', 'sb', 3600000000, 3, '/s', 'e2', NULL, NULL, NULL, 0)")
+    conn.execute("INSERT INTO usage_intervals (workspace_id, deployment_id, sandbox_id, template, start, \"end\") "
+                 "VALUES ('ws', 'dep', 'sb', 'giga-mini', 0, 3600000000)")
+    conn.commit()
+    upgrade(url)
+    (history,) = conn.execute("SELECT history FROM sandbox_states").fetchone()
+    assert parse_history(history) == [(0, 1, "/s", "e1", "dep", "giga-mini", None),
+                                      (3_600_000_000, 3, "/s", "e2", "dep", None, None)]
+    indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert not indexes & {"ix_events_sandbox_time", "ix_usage_intervals_ws_sandbox", "ix_usage_extensions_ws_sandbox"}
+    # A late event after the migration: the stored interval is replaced, not kept beside the new one.
+    late = _rows(event("sandbox.stopped", "1970-01-01T00:30:00Z", id="e0", workspace_id="ws", deployment_id="dep",
+                       sandbox_id="sb", source="/s"))
+    engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    with engine.begin() as sync:
+        write_group(sync, _prepared([late]), USAGE_DERIVATION)
+    engine.dispose()
+    assert conn.execute('SELECT start, "end" FROM usage_intervals').fetchall() == [(0, 1_800_000_000)]
     conn.close()
