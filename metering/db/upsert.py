@@ -45,6 +45,11 @@ SQLITE_MAX_VARIABLES = 8_000
 # WAL (and reads them back) before it commits.
 SQLITE_WRITER_CACHE_KIB = -131_072
 CHECKPOINT_SECONDS = 0.25
+# A background checkpoint never catches up with a writer that never pauses (the transaction
+# written meanwhile is always left), and SQLite starts the WAL over only once all of it is
+# checkpointed: past this many frames (16 MiB) the writer checkpoints its last transaction
+# itself, so the next one starts the WAL over instead of growing it without end.
+WAL_RESTART_FRAMES = 4096
 
 
 def insert_ignore(table: Table, dialect: str, conflict_columns: Sequence[str]):  # type: ignore[no-untyped-def]
@@ -175,7 +180,8 @@ class WriteRunner:
     the GIL while it works, so the event loop decodes the next request meanwhile.
     Its commits do not checkpoint the WAL (copy it back into the database file and fsync
     that): a background thread does, at most every ``CHECKPOINT_SECONDS``, while the
-    next transaction is being written.
+    next transaction is being written (and the writer itself once the WAL is long, see
+    ``WAL_RESTART_FRAMES``).
     Otherwise (PostgreSQL): on the async engine, through SQLAlchemy's greenlet bridge.
     """
 
@@ -204,6 +210,13 @@ class WriteRunner:
         assert self._sync is not None
         with self._sync.begin() as conn:
             result = fn(conn)
+        if self._checkpointer.behind:  # see WAL_RESTART_FRAMES
+            self._checkpointer.behind = False
+            raw = self._sync.raw_connection()  # outside a transaction: a checkpoint cannot run in one
+            try:
+                raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                raw.close()
         self._checkpointer.poke()
         return result
 
@@ -217,6 +230,7 @@ class _Checkpointer:
         self._pending: Future[None] | None = None
         self._last = 0.0
         self._conn: sqlite3.Connection | None = None
+        self.behind = False  # the WAL is past WAL_RESTART_FRAMES
 
     def poke(self) -> None:
         now = time.monotonic()
@@ -229,7 +243,8 @@ class _Checkpointer:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        _busy, log, _done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.behind = log >= WAL_RESTART_FRAMES
 
     def close(self) -> None:
         self.thread.shutdown(wait=True)
