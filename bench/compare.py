@@ -2,8 +2,8 @@
 
 Checks ``REV`` out into a temporary git worktree and runs the same medium-size benchmarks
 (``--only``, default all but ``ingest``: usage query on 1,000,000 events, a billing run over
-1,000 workspaces, single events at 1,000 requests/s on SQLite; ``ingest``: batched HTTP ingest
-of 200,000 events on SQLite) on that tree and on this one, alternating, ``--rounds`` times:
+1,000 workspaces, single events at 1,000 requests/s on SQLite; ``ingest`` / ``ingest_pg``: batched
+HTTP ingest of 200,000 events on SQLite / PostgreSQL) on that tree and on this one, alternating, ``--rounds`` times:
 on a shared machine only numbers taken side by side compare.  Each tree runs its own code
 (``PYTHONPATH``) with this checkout's virtualenv; REV must have the ``bench.reads`` and
 ``bench.ingest`` functions used here.  Writes ``bench/results/compare-<date>.json``.
@@ -37,13 +37,14 @@ for name in sys.argv[1].split(","):
         single = single_events("sqlite", 10_000, 1_000, work)
         out["single_event_sqlite"] = {**single["latency_ms"], "rate": single["achieved_rate"],
                                       "server_cpu_ms": single["server_cpu_ms_per_request"]}
-    elif name == "ingest":
-        run = batched("sqlite", 20, 2_500, work)
-        out["batched_ingest_sqlite"] = {"events_per_second": run["events_per_second"],
-                                        "server_cpu_us": run["server_cpu_us_per_event"]}
+    elif name in ("ingest", "ingest_pg"):
+        engine = "sqlite" if name == "ingest" else "postgresql"
+        run = batched(engine, 20, 2_500, work)
+        out[f"batched_ingest_{engine}"] = {"events_per_second": run["events_per_second"],
+                                           "server_cpu_us": run["server_cpu_us_per_event"]}
 print(json.dumps(out))
 """
-BENCHMARKS = ("usage", "billing", "single", "ingest")
+BENCHMARKS = ("usage", "billing", "single", "ingest", "ingest_pg")
 
 
 def measure(tree: Path, only: str) -> dict:
