@@ -1,9 +1,10 @@
 """Before and after in one run: ``.venv/bin/python -m bench.compare --before REV``.
 
 Checks ``REV`` out into a temporary git worktree and runs the same medium-size benchmarks
-(``--only``, default all but ``ingest``: usage query on 1,000,000 events, a billing run over
-1,000 workspaces, single events at 1,000 requests/s on SQLite; ``ingest`` / ``ingest_pg``: batched
-HTTP ingest of 200,000 events on SQLite / PostgreSQL) on that tree and on this one, alternating, ``--rounds`` times:
+(``--only``; by default usage query on 1,000,000 events, a billing run over 1,000
+workspaces, single events at 1,000 requests/s on SQLite; ``ingest`` / ``ingest_pg`` add
+batched HTTP ingest of 200,000 events on SQLite / PostgreSQL) on that tree and on this one,
+alternating, ``--rounds`` times:
 on a shared machine only numbers taken side by side compare.  Each tree runs its own code
 (``PYTHONPATH``) with this checkout's virtualenv; REV must have the ``bench.reads`` and
 ``bench.ingest`` functions used here.  Writes ``bench/results/compare-<date>.json``.
