@@ -15,6 +15,11 @@ class Problem(Exception):
         self.detail = detail
         self.errors = errors or []
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # Pickled (from the writer process) with its errors, not only the detail that
+        # Exception keeps in ``args``.
+        return type(self), (self.detail, self.errors)
+
 
 class BadRequest(Problem):
     status, title, slug = 400, "Bad Request", "bad-request"
@@ -46,6 +51,10 @@ class UnsupportedMediaType(Problem):
 
 class Invalid(Problem):
     status, title, slug = 422, "Unprocessable Content", "validation"
+
+
+class Unavailable(Problem):
+    status, title, slug = 503, "Service Unavailable", "unavailable"
 
 
 def field_error(message: str, field: str | None = None, index: int | None = None) -> dict[str, Any]:

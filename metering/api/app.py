@@ -19,6 +19,7 @@ from metering.api.problems import on_http_exception, on_problem, on_unexpected
 from metering.db import Database, create_database
 from metering.errors import Problem
 from metering.events.controller import EventController
+from metering.events.service import EventWriter
 from metering.exports.controller import ExportController
 from metering.invoices import payments
 from metering.invoices.controller import BillingRunController, InvoiceController
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         owned = db is None
         app.state.db = db or create_database(settings.database_url)
         await prices.refresh(app.state.db)
+        # Made now, so that on SQLite the writer's process starts with the service.
+        app.state.event_writer = EventWriter(app.state.db, USAGE_DERIVATION)
         scheduler = None
         if settings.scheduler.enabled:
             from metering.scheduler.runner import Scheduler

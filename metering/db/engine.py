@@ -8,7 +8,7 @@ SQLITE_BUSY instead of waiting when another process holds the lock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -18,8 +18,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
 from metering.db.reader import ReadRunner
+from metering.db.sqlite_threads import SQLITE_BUSY_TIMEOUT_MS
+from metering.db.writer import WriteRunner
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 T = TypeVar("T")
 
 
@@ -49,6 +50,7 @@ class Database:
         self.dialect = engine.dialect.name
         self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
         self._reader: ReadRunner | None = None
+        self._write_runner: WriteRunner | None = None
 
     async def run_read(self, fn: Callable[[Connection], T], *, snapshot: bool = True) -> T:
         """``fn(connection)`` in one hand-off, in one read transaction unless ``snapshot`` is
@@ -56,6 +58,12 @@ class Database:
         if self._reader is None:
             self._reader = ReadRunner(self.engine, SQLITE_BUSY_TIMEOUT_MS)
         return await self._reader.run(fn, snapshot=snapshot)
+
+    def write_runner(self, preload: Sequence[str] = ()) -> WriteRunner:
+        """The database's one ingest writer (db.writer), started on first use with ``preload``."""
+        if self._write_runner is None:
+            self._write_runner = WriteRunner(self.engine, preload)
+        return self._write_runner
 
     @property
     def is_sqlite(self) -> bool:
@@ -80,6 +88,8 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
+        if self._write_runner is not None:
+            await self._write_runner.close()
         if self._reader is not None:
             self._reader.close()
         await self.engine.dispose()

@@ -1,8 +1,8 @@
-"""Synchronous engines on the service's SQLite file, for work run on threads of our own.
+"""Synchronous engines on the service's SQLite file, for work run outside aiosqlite.
 
-The ingest writer (db.upsert.WriteRunner) and the hot-path readers (db.reader.ReadRunner)
-each hand a whole transaction to a thread with its own sqlite3 connections, instead of one
-aiosqlite hand-off per cursor operation.
+The hot-path readers (db.reader.ReadRunner) hand a whole read to a thread with its own
+sqlite3 connections, instead of one aiosqlite hand-off per cursor operation; the ingest
+writer (db.sqlite_writer) runs its transactions in a process of its own.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from collections.abc import Sequence
 
 from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.pool import QueuePool
+
+# How long a connection waits for another's lock before SQLITE_BUSY.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def sqlite_thread_engine(url: URL, *, connections: int, pragmas: Sequence[str]) -> Engine:

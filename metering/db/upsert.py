@@ -17,39 +17,18 @@ The returned ``rowcount`` is the number of rows inserted (skipped conflicts not 
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
-import time
-import weakref
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from functools import lru_cache
 from itertools import chain
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
-from sqlalchemy import Connection, Engine, Table, event
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from metering.db.engine import SQLITE_BUSY_TIMEOUT_MS
-from metering.db.sqlite_threads import sqlite_thread_engine
-
-T = TypeVar("T")
 
 # SQLite allows 32,766 bound variables per statement; keep well below it.
 SQLITE_MAX_VARIABLES = 8_000
-# The ingest writer's page cache (KiB, negative for PRAGMA cache_size): a 10,000-event
-# transaction dirties tens of MiB of pages; with SQLite's 2 MiB default it spills them to the
-# WAL (and reads them back) before it commits.
-SQLITE_WRITER_CACHE_KIB = -131_072
-CHECKPOINT_SECONDS = 0.25
-# A background checkpoint never catches up with a writer that never pauses (the transaction
-# written meanwhile is always left), and SQLite starts the WAL over only once all of it is
-# checkpointed: past this many frames (16 MiB) the writer checkpoints its last transaction
-# itself, so the next one starts the WAL over instead of growing it without end.
-WAL_RESTART_FRAMES = 4096
 
 
 def insert_ignore(table: Table, dialect: str, conflict_columns: Sequence[str]):  # type: ignore[no-untyped-def]
@@ -169,94 +148,3 @@ def _sqlite_keyed_sql(head: str, cols: str, width: int, n: int, tail: str) -> st
 def _pg_insert_sql(table: Table, columns: tuple[str, ...], on_conflict: str) -> str:
     names = ", ".join(_quote(c) for c in columns)
     return f"INSERT INTO {_quote(table.name)} ({names}) {_pg_rows_select(table, columns)} {on_conflict}"
-
-
-class WriteRunner:
-    """Runs a synchronous function inside one write transaction, without blocking the event loop.
-
-    SQLite (a file): on a thread of its own, with its own connection (same pragmas as
-    db.engine: WAL, ``synchronous=FULL``, ``BEGIN IMMEDIATE``).  The whole transaction is one
-    hand-off to that thread instead of one per statement (aiosqlite), and sqlite3 releases
-    the GIL while it works, so the event loop decodes the next request meanwhile.
-    Its commits do not checkpoint the WAL (copy it back into the database file and fsync
-    that): a background thread does, at most every ``CHECKPOINT_SECONDS``, while the
-    next transaction is being written (and the writer itself once the WAL is long, see
-    ``WAL_RESTART_FRAMES``).
-    Otherwise (PostgreSQL): on the async engine, through SQLAlchemy's greenlet bridge.
-    """
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.dialect = engine.dialect.name
-        url = engine.url
-        self._sync: Engine | None = None
-        self._thread: ThreadPoolExecutor | None = None
-        if self.dialect == "sqlite" and url.database not in (None, "", ":memory:"):
-            self._sync = sqlite_thread_engine(url, connections=1, pragmas=(
-                f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
-                f"cache_size={SQLITE_WRITER_CACHE_KIB}", "wal_autocheckpoint=0"))
-            event.listen(self._sync, "begin", _begin_immediate)
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
-            self._checkpointer = _Checkpointer(url.database)
-            weakref.finalize(self, _shutdown, self._sync, self._thread, self._checkpointer)
-
-    async def run(self, fn: Callable[[Connection], T]) -> T:
-        if self._thread is not None:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, self._in_transaction, fn)
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(fn)
-
-    def _in_transaction(self, fn: Callable[[Connection], T]) -> T:
-        assert self._sync is not None
-        with self._sync.begin() as conn:
-            result = fn(conn)
-        if self._checkpointer.behind:  # see WAL_RESTART_FRAMES
-            self._checkpointer.behind = False
-            raw = self._sync.raw_connection()  # outside a transaction: a checkpoint cannot run in one
-            try:
-                raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            finally:
-                raw.close()
-        self._checkpointer.poke()
-        return result
-
-
-class _Checkpointer:
-    """``PRAGMA wal_checkpoint(PASSIVE)`` on a connection and thread of its own (it does not block writers)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint")
-        self._pending: Future[None] | None = None
-        self._last = 0.0
-        self._conn: sqlite3.Connection | None = None
-        self.behind = False  # the WAL is past WAL_RESTART_FRAMES
-
-    def poke(self) -> None:
-        now = time.monotonic()
-        if (self._pending is None or self._pending.done()) and now - self._last >= CHECKPOINT_SECONDS:
-            self._last = now
-            self._pending = self.thread.submit(self._checkpoint)
-
-    def _checkpoint(self) -> None:
-        if self._conn is None:
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            self._conn.execute("PRAGMA synchronous=FULL")
-        _busy, log, _done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        self.behind = log >= WAL_RESTART_FRAMES
-
-    def close(self) -> None:
-        self.thread.shutdown(wait=True)
-        if self._conn is not None:
-            self._conn.close()
-
-
-def _begin_immediate(conn) -> None:  # type: ignore[no-untyped-def]
-    conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front (see db.engine)
-
-
-def _shutdown(engine: Engine, thread: ThreadPoolExecutor, checkpointer: _Checkpointer) -> None:
-    thread.shutdown(wait=False)
-    checkpointer.close()
-    engine.dispose()

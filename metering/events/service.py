@@ -26,7 +26,7 @@ from sqlalchemy import Connection
 
 from metering.core.timeutil import format_time
 from metering.db import Database
-from metering.db.upsert import BulkSQL, WriteRunner
+from metering.db.upsert import BulkSQL
 from metering.errors import BadRequest, Conflict, Invalid, PayloadTooLarge, field_error
 from metering.events.models import Event
 from metering.events.schemas import (
@@ -251,7 +251,7 @@ def _conflict(index: int) -> Conflict:
 
 
 # -- storing -------------------------------------------------------------------------------
-# Synchronous: a whole ingest transaction runs in one go on the writer (db.upsert.WriteRunner).
+# Synchronous: a whole ingest transaction runs in one go on the writer (db.writer.WriteRunner).
 
 
 def _store(conn: Connection, sql: BulkSQL, batch: Prepared, derivation: Derivation | None) -> IngestResult:
@@ -374,7 +374,9 @@ class EventWriter:
     def __init__(self, db: Database, derivation: Derivation | None) -> None:
         self.db = db
         self.derivation = derivation
-        self.runner = WriteRunner(db.engine)
+        # The writer process imports this module and the derivation's as it starts.
+        modules = [__name__] + ([derivation.apply.__module__] if derivation else [])
+        self.runner = db.write_runner(preload=modules)
         self._queue: list[tuple[Prepared, asyncio.Future[IngestResult]]] = []
         self._task: asyncio.Task[None] | None = None
 

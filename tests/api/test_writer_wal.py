@@ -1,12 +1,9 @@
 """The ingest writer keeps SQLite's WAL bounded while it writes without a pause."""
 
-import asyncio
 import os
 import sqlite3
 
-from sqlalchemy.ext.asyncio import create_async_engine
-
-from metering.db.upsert import WriteRunner
+from metering.db.sqlite_writer import SqliteWriter
 
 ROW = os.urandom(64 * 1024).hex()  # 128 KiB of text, 32 pages
 PAGE = 4096
@@ -17,16 +14,14 @@ def _write(conn):
     conn.exec_driver_sql("INSERT INTO filler VALUES " + ", ".join(["(?)"] * 12), (ROW,) * 12)
 
 
-async def test_wal_starts_over_under_continuous_writes(tmp_path):
+def test_wal_starts_over_under_continuous_writes(tmp_path):
     path = tmp_path / "w.db"
-    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
-    runner = WriteRunner(engine)
+    writer = SqliteWriter(str(path))
     written = 0
     try:
         while written < 240 * 2**20:  # back to back: the background checkpoint alone never catches up
-            await runner.run(_write)
+            writer.run(_write)
             written += 12 * len(ROW)
-            await asyncio.sleep(0)
         # Frames in the WAL since it last started over (not the file's size, its high-water
         # mark, which also holds what was written while a background checkpoint was due);
         # read while the writer's connection is open (the last one to close empties the WAL).
@@ -34,5 +29,5 @@ async def test_wal_starts_over_under_continuous_writes(tmp_path):
         _busy, frames, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         conn.close()
     finally:
-        await engine.dispose()
+        writer.close()
     assert frames < written / PAGE / 2, (frames, written // PAGE)

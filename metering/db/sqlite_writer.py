@@ -1,0 +1,98 @@
+"""Write transactions on one SQLite connection, with the WAL's checkpoints kept off its commits.
+
+This is the synchronous core of the ingest writer; it runs in the writer's own process
+(db.write_process).  Same pragmas as db.engine (WAL, ``synchronous=FULL``, ``BEGIN
+IMMEDIATE``), plus a page cache big enough for a 10,000-event transaction.  Its commits do
+not checkpoint the WAL (copy it back into the database file and fsync that): a background
+thread does, at most every ``CHECKPOINT_SECONDS``, while the next transaction is being
+written (and the writer itself once the WAL is long, see ``WAL_RESTART_FRAMES``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+from sqlalchemy import Connection, event, make_url
+
+from metering.db.sqlite_threads import SQLITE_BUSY_TIMEOUT_MS, sqlite_thread_engine
+
+T = TypeVar("T")
+
+# The writer's page cache (KiB, negative for PRAGMA cache_size): a 10,000-event transaction
+# dirties tens of MiB of pages; with SQLite's 2 MiB default it spills them to the WAL (and
+# reads them back) before it commits.
+SQLITE_WRITER_CACHE_KIB = -131_072
+CHECKPOINT_SECONDS = 0.25
+# A background checkpoint never catches up with a writer that never pauses (the transaction
+# written meanwhile is always left), and SQLite starts the WAL over only once all of it is
+# checkpointed: past this many frames (16 MiB) the writer checkpoints its last transaction
+# itself, so the next one starts the WAL over instead of growing it without end.
+WAL_RESTART_FRAMES = 4096
+
+
+class SqliteWriter:
+    """``run(fn)``: ``fn(connection)`` in one ``BEGIN IMMEDIATE`` transaction on the file at ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.engine = sqlite_thread_engine(make_url(f"sqlite:///{path}"), connections=1, pragmas=(
+            f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
+            f"cache_size={SQLITE_WRITER_CACHE_KIB}", "wal_autocheckpoint=0"))
+        event.listen(self.engine, "begin", _begin_immediate)
+        self.checkpointer = _Checkpointer(path)
+
+    def run(self, fn: Callable[[Connection], T]) -> T:
+        with self.engine.begin() as conn:
+            result = fn(conn)
+        if self.checkpointer.behind:  # see WAL_RESTART_FRAMES
+            raw = self.engine.raw_connection()  # outside a transaction: a checkpoint cannot run in one
+            try:
+                _busy, log, done = raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            finally:
+                raw.close()
+            # Not all of it (the background checkpoint was running): again after the next transaction.
+            self.checkpointer.behind = done < log
+        self.checkpointer.poke()
+        return result
+
+    def close(self) -> None:
+        self.checkpointer.close()
+        self.engine.dispose()
+
+
+class _Checkpointer:
+    """``PRAGMA wal_checkpoint(PASSIVE)`` on a connection and thread of its own (it does not block writers)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint")
+        self._pending: Future[None] | None = None
+        self._last = 0.0
+        self._conn: sqlite3.Connection | None = None
+        self.behind = False  # the WAL is past WAL_RESTART_FRAMES
+
+    def poke(self) -> None:
+        now = time.monotonic()
+        if (self._pending is None or self._pending.done()) and now - self._last >= CHECKPOINT_SECONDS:
+            self._last = now
+            self._pending = self.thread.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        if self._conn is None:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            self._conn.execute("PRAGMA synchronous=FULL")
+        _busy, log, _done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.behind = log >= WAL_RESTART_FRAMES
+
+    def close(self) -> None:
+        self.thread.shutdown(wait=True)
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _begin_immediate(conn) -> None:  # type: ignore[no-untyped-def]
+    conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front (see db.engine)

@@ -1,0 +1,107 @@
+"""On SQLite the ingest writer is a process of its own: it lives and dies with the service."""
+
+import os
+import signal
+import sys
+import time
+import types
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from metering.db import create_database
+from metering.errors import Conflict, Unavailable
+from tests import writer_calls as calls
+from tests.conftest import ADMIN_TOKEN
+from tests.factories import event
+from tests.process import ServerProcess
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def gone(pid: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        zombie = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        if zombie and len(os.listdir(f"/proc/{pid}/task")) == 1:
+            return True  # exited, threads and all, not yet reaped by its parent
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+async def sqlite_db(db_url, engine_name):
+    if engine_name != "sqlite":
+        pytest.skip("the writer process is SQLite's")
+    db = create_database(db_url)
+    yield db
+    await db.dispose()
+
+
+async def test_writer_runs_in_its_own_process_and_stops_with_the_database(sqlite_db):
+    runner = sqlite_db.write_runner()
+    pid = await runner.run(calls.pid)
+    assert pid == runner.pid and pid != os.getpid()
+    await sqlite_db.dispose()
+    assert gone(pid)
+
+
+async def test_errors_come_back_whole_and_roll_back(sqlite_db, db):
+    runner = sqlite_db.write_runner()
+    with pytest.raises(Conflict) as refused:
+        await runner.run(calls.refuse)
+    assert refused.value.detail == "refused" and refused.value.errors == [{"message": "kept", "index": 4}]
+    with pytest.raises(RuntimeError, match="after the insert"):
+        await runner.run(calls.insert_then_fail)
+    async with db.read() as session:
+        assert (await session.execute(text("SELECT count(*) FROM api_tokens"))).scalar_one() == 0
+
+
+async def test_a_writer_that_died_is_started_again(sqlite_db):
+    runner = sqlite_db.write_runner()
+    first = await runner.run(calls.pid)
+    os.kill(first, signal.SIGKILL)
+    assert gone(first)
+    second = await runner.run(calls.pid)  # between transactions: nobody notices
+    assert second != first
+    with pytest.raises(Unavailable):  # during one: that request is not acknowledged
+        await runner.run(calls.die)
+    assert await runner.run(calls.pid) not in (first, second)
+
+
+async def test_a_request_the_writer_cannot_read_is_an_error_not_a_crash(sqlite_db, monkeypatch):
+    runner = sqlite_db.write_runner()
+    before = await runner.run(calls.pid)
+    # A module only this process has: the function pickles here, and fails to unpickle there.
+    ghost = types.ModuleType("tests.ghost_module")
+    ghost.pid = lambda conn: os.getpid()
+    ghost.pid.__module__, ghost.pid.__qualname__ = ghost.__name__, "pid"
+    monkeypatch.setitem(sys.modules, ghost.__name__, ghost)
+    with pytest.raises(ModuleNotFoundError):
+        await runner.run(ghost.pid)
+    with pytest.raises(AttributeError):  # cannot be pickled at all: refused before anything is sent
+        await runner.run(lambda conn: None)
+    assert await runner.run(calls.pid) == before
+
+
+def test_writer_exits_when_the_server_is_killed(db_url, db, engine_name, tmp_path):
+    if engine_name != "sqlite":
+        pytest.skip("the writer process is SQLite's")
+    server = ServerProcess({"METERING_DATABASE_URL": db_url, "METERING_ADMIN_TOKEN": ADMIN_TOKEN,
+                            "METERING_SCHEDULER__ENABLED": "false"}, tmp_path / "server.log").start()
+    try:
+        resp = httpx.post(f"{server.url}/v1/events", json=event("sandbox.running", "2026-01-01T00:00:00Z"),
+                          headers=AUTH)
+        assert resp.status_code == 202, resp.text
+        children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+        assert len(children) == 1
+        server.kill()  # kill -9: no shutdown code runs
+        assert gone(int(children[0])), "the writer process outlived the server"
+    finally:
+        server.stop()
