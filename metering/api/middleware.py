@@ -11,6 +11,7 @@ import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering.api.metrics import Metrics
+from metering.api.problems import send_problem
 from metering.logging import get_logger
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
@@ -41,7 +42,11 @@ def request_id_middleware(metrics: Metrics):  # type: ignore[no-untyped-def]
 
             with structlog.contextvars.bound_contextvars(request_id=request_id):
                 try:
-                    await app(scope, receive, send_with_id)
+                    if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+                        # No id or parameter of this API holds one, and PostgreSQL text cannot.
+                        await send_problem(send_with_id, 400, "the URL holds a NUL character (%00)")
+                    else:
+                        await app(scope, receive, send_with_id)
                 finally:
                     elapsed = time.perf_counter() - started
                     handler = scope.get("route_handler")

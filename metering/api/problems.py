@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import Send
 
 from metering.errors import Problem, field_error
 from metering.logging import get_logger
@@ -16,21 +17,38 @@ PROBLEM_JSON = "application/problem+json"
 log = get_logger(__name__)
 
 
-def problem_response(
-    status: int, detail: str, errors: list[dict[str, Any]] | None = None, slug: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response[bytes]:
+def problem_body(status: int, detail: str, errors: list[dict[str, Any]] | None = None,
+                 slug: str | None = None) -> bytes:
     title = HTTPStatus(status).phrase
-    body = {
+    return msgspec.json.encode({
         "type": f"https://metering.dev/problems/{slug or title.lower().replace(' ', '-')}",
         "title": title,
         "status": status,
         "detail": detail,
         "errors": errors or [],
-    }
+    })
+
+
+def problem_response(
+    status: int, detail: str, errors: list[dict[str, Any]] | None = None, slug: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[bytes]:
     return Response(
-        content=msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+        content=problem_body(status, detail, errors, slug), status_code=status, media_type=PROBLEM_JSON,
+        headers=headers,
     )
+
+
+async def send_problem(send: Send, status: int, detail: str, errors: list[dict[str, Any]] | None = None,
+                       slug: str | None = None) -> None:
+    """A problem-details answer sent straight on the ASGI channel (outside a route handler)."""
+    await send_json(send, status, problem_body(status, detail, errors, slug), PROBLEM_JSON)
+
+
+async def send_json(send: Send, status: int, body: bytes, media_type: str = "application/json") -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def on_problem(_: Request, exc: Problem) -> Response[bytes]:

@@ -41,3 +41,12 @@ async def test_sqlite_is_durable_wal_full(db, engine_name):
     async with db.read() as session:
         assert (await session.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
         assert (await session.execute(text("PRAGMA synchronous"))).scalar() == 2  # FULL
+
+
+async def test_a_nul_character_in_the_url_is_a_400_on_every_engine(client, admin):
+    for url in ("/v1/settlements?payer=a%00b", "/v1/settlements/set%00x", "/v1/invoices?workspace_id=%00"):
+        resp = await client.get(url, headers=admin)
+        assert resp.status_code == 400, (url, resp.text)
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        assert resp.json()["detail"] == "the URL holds a NUL character (%00)"
+        assert resp.headers["x-request-id"]
