@@ -55,9 +55,16 @@ class Database:
     async def run_read(self, fn: Callable[[Connection], T], *, snapshot: bool = True) -> T:
         """``fn(connection)`` in one hand-off, in one read transaction unless ``snapshot`` is
         False (db.reader)."""
+        return await self._read_runner().run(fn, snapshot=snapshot)
+
+    async def run_short(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(connection)`` for one statement of microseconds (a lookup by key; db.reader)."""
+        return await self._read_runner().run_short(fn)
+
+    def _read_runner(self) -> ReadRunner:
         if self._reader is None:
             self._reader = ReadRunner(self.engine, SQLITE_BUSY_TIMEOUT_MS)
-        return await self._reader.run(fn, snapshot=snapshot)
+        return self._reader
 
     def write_runner(self, preload: Sequence[str] = ()) -> WriteRunner:
         """The database's one ingest writer (db.writer), started on first use with ``preload``."""

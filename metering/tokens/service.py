@@ -112,8 +112,8 @@ async def authenticate(db: Database, token: str, admin_token: str | None) -> Pri
     if not TOKEN_PATTERN.fullmatch(token):
         return None
     digest = hash_token(token)
-    # This runs on every request: one statement in one hand-off to the database (db.reader).
-    row = await db.run_read(lambda conn: conn.execute(_BY_HASH, {"digest": digest}).first(), snapshot=False)
+    # This runs on every request: one indexed lookup, on the event loop where SQLite allows (db.reader).
+    row = await db.run_short(lambda conn: conn.execute(_BY_HASH, {"digest": digest}).first())
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_hash, digest):
         return None
     return Principal(token_id=row.id, scopes=frozenset(row.scopes.split()), workspace_id=row.workspace_id)
