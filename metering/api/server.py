@@ -10,6 +10,7 @@ finish sending it within ``read_timeout``, or it gets a 408 and is closed.
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import msgspec
@@ -74,7 +75,20 @@ def guarded_protocol(settings: Settings) -> type[GuardedHttpTools]:
     })
 
 
+def freeze_startup_objects() -> None:
+    """Keep what the imports made out of every later garbage collection.
+
+    The libraries loaded at startup (web3, pyarrow, Litestar, SQLAlchemy) leave ~160,000
+    objects that live as long as the process, and a full collection walked them all: 85 ms
+    here, during which no request was answered.  Frozen, a full collection costs what the
+    objects made since startup cost.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def serve(app: Any, settings: Settings, host: str, port: int) -> None:
+    freeze_startup_objects()
     uvicorn.run(
         app,
         host=host,

@@ -20,6 +20,7 @@ stored but was never acknowledged, and the sender's retry finds its events as du
 
 from __future__ import annotations
 
+import gc
 import importlib
 import pickle
 import signal
@@ -72,6 +73,8 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for module in preload:
         importlib.import_module(module)
+    gc.collect()
+    gc.freeze()  # the imports' objects live as long as we do: no collection need walk them
     sock = socket.socket(fileno=int(fd))
     writer = SqliteWriter(path)
     try:
