@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
@@ -57,9 +57,10 @@ class Database:
         False (db.reader)."""
         return await self._read_runner().run(fn, snapshot=snapshot)
 
-    async def run_short(self, fn: Callable[[Connection], T]) -> T:
-        """``fn(connection)`` for one statement of microseconds (a lookup by key; db.reader)."""
-        return await self._read_runner().run_short(fn)
+    async def first_row(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of one short statement with ``:name`` parameters (a lookup by key;
+        on SQLite right on the event loop, see db.reader)."""
+        return await self._read_runner().first_row(sql, params)
 
     def _read_runner(self) -> ReadRunner:
         if self._reader is None:

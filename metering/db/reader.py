@@ -17,10 +17,9 @@ import sqlite3
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from metering.db.sqlite_threads import sqlite_thread_engine
@@ -34,17 +33,17 @@ class ReadRunner:
         self.engine = engine
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._sync: Engine | None = None
-        self._inline: Engine | None = None
+        self._path: str | None = None
+        self._inline_conn: sqlite3.Connection | None = None
         self._threads: ThreadPoolExecutor | None = None
         url = engine.url
         if engine.dialect.name == "sqlite" and url.database not in (None, "", ":memory:"):
             # Autocommit at the driver: _read begins a transaction only when asked to.
             self._sync = sqlite_thread_engine(url, connections=READER_THREADS,
                                               pragmas=(f"busy_timeout={busy_timeout_ms}", "query_only=ON"))
-            # For run_short: never waits for a lock (it would stop the event loop meanwhile).
-            self._inline = sqlite_thread_engine(url, connections=1, pragmas=("busy_timeout=0", "query_only=ON"))
+            self._path = url.database
             self._threads = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sqlite-reader")
-            weakref.finalize(self, _shutdown, self._sync, self._threads, self._inline)
+            weakref.finalize(self, _shutdown, self._sync, self._threads)
 
     async def run(self, fn: Callable[[Connection], T], *, snapshot: bool = True) -> T:
         """``fn(connection)``; with ``snapshot``, in one read transaction (its statements agree).
@@ -58,23 +57,34 @@ class ReadRunner:
         async with (self.engine if snapshot else self._autocommit).connect() as conn:
             return await conn.run_sync(fn)
 
-    async def run_short(self, fn: Callable[[Connection], T]) -> T:
-        """``fn(connection)`` for one statement of microseconds, such as a lookup by key.
+    async def first_row(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of one short statement (``:name`` parameters), such as a lookup by key.
 
-        On a SQLite file it runs right here, on the event loop: a hand-off to a reader thread
-        costs several times such a read, and the thread must then win the GIL back from the
-        loop.  (In WAL mode a reader does not wait for the writer; if SQLite would have it
-        wait for a lock all the same, it goes to a reader thread.)  Elsewhere as
-        ``run(fn, snapshot=False)``.
+        On a SQLite file it runs right here, on the event loop, through the sqlite3 module: a
+        hand-off to a reader thread costs several times such a read (and the thread must then
+        win the GIL back from the loop), and so does SQLAlchemy's statement machinery.  In
+        WAL mode a reader does not wait for the writer; if SQLite would have it wait for a
+        lock all the same, it goes to a reader thread.  Elsewhere it is ``run`` without a
+        snapshot.
         """
-        if self._inline is not None:
+        if self._path is not None:
             try:
-                with self._inline.connect() as conn:
-                    return fn(conn)
-            except OperationalError as exc:
-                if not _busy(exc):
+                return self._inline().execute(sql, params).fetchone()
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                     raise
-        return await self.run(fn, snapshot=False)
+        statement = text(sql)
+        row = await self.run(lambda conn: conn.execute(statement, params).first(), snapshot=False)
+        return None if row is None else tuple(row)
+
+    def _inline(self) -> sqlite3.Connection:
+        if self._inline_conn is None:
+            # busy_timeout=0: it must never wait for a lock, which would stop the event loop.
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=0")
+            conn.execute("PRAGMA query_only=ON")
+            self._inline_conn = conn
+        return self._inline_conn
 
     def _read(self, fn: Callable[[Connection], T], snapshot: bool) -> T:
         assert self._sync is not None
@@ -88,16 +98,12 @@ class ReadRunner:
                 conn.exec_driver_sql("COMMIT")
 
     def close(self) -> None:
-        if self._sync is not None and self._threads is not None and self._inline is not None:
-            _shutdown(self._sync, self._threads, self._inline)
+        if self._inline_conn is not None:
+            self._inline_conn.close()
+        if self._sync is not None and self._threads is not None:
+            _shutdown(self._sync, self._threads)
 
 
-def _busy(exc: OperationalError) -> bool:
-    return isinstance(exc.orig, sqlite3.OperationalError) and exc.orig.sqlite_errorcode & 0xFF in (
-        sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
-def _shutdown(engine: Engine, threads: ThreadPoolExecutor, inline: Engine) -> None:
+def _shutdown(engine: Engine, threads: ThreadPoolExecutor) -> None:
     threads.shutdown(wait=False)
     engine.dispose()
-    inline.dispose()

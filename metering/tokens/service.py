@@ -8,7 +8,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import update
 
 from metering.db import Database
 from metering.db.base import now_us
@@ -28,8 +28,7 @@ SCOPES = (
 )
 TOKEN_PATTERN = re.compile(r"mtr_sk_[0-9a-f]{32}")
 TOKENS = ApiToken.__table__
-_BY_HASH = select(TOKENS.c.id, TOKENS.c.scopes, TOKENS.c.workspace_id, TOKENS.c.token_hash,
-                  TOKENS.c.revoked_at).where(TOKENS.c.token_hash == bindparam("digest"))
+_BY_HASH = "SELECT id, scopes, workspace_id, token_hash, revoked_at FROM api_tokens WHERE token_hash = :digest"
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,10 @@ async def authenticate(db: Database, token: str, admin_token: str | None) -> Pri
         return None
     digest = hash_token(token)
     # This runs on every request: one indexed lookup, on the event loop where SQLite allows (db.reader).
-    row = await db.run_short(lambda conn: conn.execute(_BY_HASH, {"digest": digest}).first())
-    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_hash, digest):
+    row = await db.first_row(_BY_HASH, {"digest": digest})
+    if row is None:
         return None
-    return Principal(token_id=row.id, scopes=frozenset(row.scopes.split()), workspace_id=row.workspace_id)
+    token_id, scopes, workspace_id, token_hash, revoked_at = row
+    if revoked_at is not None or not hmac.compare_digest(token_hash, digest):
+        return None
+    return Principal(token_id=token_id, scopes=frozenset(scopes.split()), workspace_id=workspace_id)

@@ -1,48 +1,57 @@
 """Token checks read on the event loop where SQLite allows it, and never wait there for a lock."""
 
+import asyncio
 import sqlite3
 import threading
 import time
 
 import pytest
-from sqlalchemy import text
 
 from metering.db import create_database
+from metering.migrate import upgrade
+
+COUNT = "SELECT count(*) FROM api_tokens WHERE scopes = :scopes"
 
 
-def count_under_write_lock(conn) -> tuple[int, str]:  # type: ignore[no-untyped-def]
-    """A read that takes the write lock: it must wait while another connection holds it."""
-    conn.exec_driver_sql("PRAGMA query_only=OFF")  # reader connections may not even take the lock
+async def test_a_lookup_that_would_wait_for_a_lock_goes_to_a_thread(tmp_path):
+    path = tmp_path / "locked.db"
+    await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{path}")  # it runs an event loop of its own
+    # Another connection in exclusive locking mode keeps every reader out until it lets go.
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("INSERT INTO api_tokens (id, name, token_hash, scopes, created_at) "
+                   "VALUES ('tok_l', 'l', 'h', 'admin', 0)")
+    reads = create_database(f"sqlite+aiosqlite:///{path}")
+
+    def release() -> None:
+        time.sleep(0.5)
+        holder.execute("PRAGMA locking_mode=NORMAL")
+        holder.execute("SELECT 1 FROM api_tokens").fetchone()  # the lock goes with the next access
+        holder.close()
+
     try:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        count = conn.execute(text("SELECT count(*) FROM api_tokens")).scalar()
-        conn.exec_driver_sql("ROLLBACK")
-        return count, threading.current_thread().name
-    finally:
-        conn.exec_driver_sql("PRAGMA query_only=ON")
-
-
-async def test_a_short_read_that_would_wait_for_a_lock_goes_to_a_thread(db_url, db, engine_name):
-    if engine_name != "sqlite":
-        pytest.skip("SQLite's locks")
-    reads = create_database(db_url)
-    try:
-        count, where = await reads.run_short(count_under_write_lock)
-        assert (count, where) == (0, threading.current_thread().name)  # free: read right here
-        holder = sqlite3.connect(db_url.split("///", 1)[1], isolation_level=None, check_same_thread=False)
-        holder.execute("BEGIN IMMEDIATE")
-        holder.execute("INSERT INTO api_tokens (id, name, token_hash, scopes, created_at) "
-                       "VALUES ('tok_l', 'l', 'h', 'admin', 0)")
-
-        def release() -> None:
-            time.sleep(0.5)
-            holder.execute("COMMIT")
-            holder.close()
-
+        with pytest.raises(sqlite3.OperationalError, match="locked"):  # as the event loop's read would
+            sqlite3.connect(path, timeout=0).execute(COUNT, {"scopes": "admin"}).fetchone()
         threading.Thread(target=release).start()
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
         began = time.monotonic()
-        count, where = await reads.run_short(count_under_write_lock)
-        assert count == 1 and where.startswith("sqlite-reader")  # it waited, on a reader thread
-        assert time.monotonic() - began >= 0.3
+        assert await reads.first_row(COUNT, {"scopes": "admin"}) == (1,)
+        assert time.monotonic() - began >= 0.3  # it waited for the lock...
+        ticker.cancel()
+        assert ticks >= 10  # ...and the event loop went on meanwhile
+        assert await reads.first_row(COUNT, {"scopes": "none"}) == (0,)  # and reads in place again
     finally:
         await reads.dispose()
+
+
+async def test_first_row_gives_a_tuple_or_none(db):
+    assert await db.first_row("SELECT 1, 'a' WHERE :x = 1", {"x": 1}) == (1, "a")
+    assert await db.first_row("SELECT 1 WHERE :x = 1", {"x": 2}) is None
