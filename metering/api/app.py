@@ -12,6 +12,7 @@ from litestar.handlers import get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
+from metering.api.fast_ingest import with_fast_ingest
 from metering.api.health import HealthController, metrics_handler
 from metering.api.metrics import Metrics
 from metering.api.middleware import request_id_middleware
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         "invoice_check": payments.invoice_check,
         "on_settlement_change": payments.on_settlement_change,
     })
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             HealthController,
             get("/metrics", operation_id="metrics", include_in_schema=True, summary="Prometheus metrics")(
@@ -100,6 +101,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         logging_config=None,
         debug=False,
     )
+    with_fast_ingest(app)
+    return app
 
 
 def app_from_env() -> Litestar:

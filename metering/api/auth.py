@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 from litestar.connection import ASGIConnection
+from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
 
 from metering.errors import Forbidden, NotFound, Unauthorized
 from metering.tokens.service import Principal, authenticate
 
 
+def bearer_token(authorization: str) -> str | None:
+    kind, _, token = authorization.partition(" ")
+    return (token.strip() or None) if kind.lower() == "bearer" else None
+
+
+async def principal_for(state: State, authorization: str) -> Principal | None:
+    """Who the ``Authorization`` header's bearer token belongs to, or None."""
+    token = bearer_token(authorization)
+    return None if token is None else await authenticate(state.db, token, state.settings.admin_token)
+
+
 async def require_scope(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     scope: str | None = handler.opt.get("scope")  # None: any valid token
     header = connection.headers.get("authorization", "")
-    kind, _, token = header.partition(" ")
-    if kind.lower() != "bearer" or not token.strip():
+    if bearer_token(header) is None:
         raise Unauthorized("a bearer token is required")
-    state = connection.app.state
-    principal = await authenticate(state.db, token.strip(), state.settings.admin_token)
+    principal = await principal_for(connection.app.state, header)
     if principal is None:
         raise Unauthorized("the token is unknown or revoked")
     if scope is not None and not principal.allows(scope):

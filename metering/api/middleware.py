@@ -6,6 +6,7 @@ import itertools
 import re
 import secrets
 import time
+from collections.abc import Iterable
 
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,14 +23,28 @@ _PREFIX = secrets.token_hex(8)
 _COUNTER = itertools.count(1)
 
 
+def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The caller's ``X-Request-ID`` when it is a safe id, a new one otherwise."""
+    given = dict(headers).get(b"x-request-id", b"").decode("latin-1")
+    return given if REQUEST_ID.fullmatch(given) else f"{_PREFIX}{next(_COUNTER):016x}"
+
+
+def record(metrics: Metrics, scope: Scope, route: str, status: int, started: float) -> None:
+    """The request's latency metric and its access-log line."""
+    elapsed = time.perf_counter() - started
+    metrics.requests.labels(scope["method"], route, str(status)).observe(elapsed)
+    # The query string is left out: only paths and ids are logged, never secrets.
+    log.info("request", method=scope["method"], path=scope["path"], status=status,
+             duration_ms=round(elapsed * 1000, 3))
+
+
 def request_id_middleware(metrics: Metrics):  # type: ignore[no-untyped-def]
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
                 await app(scope, receive, send)
                 return
-            given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-            request_id = given if REQUEST_ID.fullmatch(given) else f"{_PREFIX}{next(_COUNTER):016x}"
+            rid = request_id(scope["headers"])
             status = 500
             started = time.perf_counter()
 
@@ -37,10 +52,10 @@ def request_id_middleware(metrics: Metrics):  # type: ignore[no-untyped-def]
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
-                    message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                    message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
                 await send(message)
 
-            with structlog.contextvars.bound_contextvars(request_id=request_id):
+            with structlog.contextvars.bound_contextvars(request_id=rid):
                 try:
                     if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
                         # No id or parameter of this API holds one, and PostgreSQL text cannot.
@@ -48,13 +63,8 @@ def request_id_middleware(metrics: Metrics):  # type: ignore[no-untyped-def]
                     else:
                         await app(scope, receive, send_with_id)
                 finally:
-                    elapsed = time.perf_counter() - started
-                    handler = scope.get("route_handler")
-                    route = next(iter(handler.paths)) if handler is not None else "unmatched"
-                    metrics.requests.labels(scope["method"], route, str(status)).observe(elapsed)
-                    # The query string is left out: only paths and ids are logged, never secrets.
-                    log.info("request", method=scope["method"], path=scope["path"], status=status,
-                             duration_ms=round(elapsed * 1000, 3))
+                    # The route as declared ("/v1/invoices/{invoice_id}"): one label however many ids.
+                    record(metrics, scope, scope.get("path_template", "unmatched"), status, started)
 
         return middleware
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from litestar import Controller, Request, post
+from litestar.datastructures import State
 
 from metering.api.auth import require_scope
 from metering.db.base import now_us
@@ -15,8 +16,8 @@ BATCH_TYPE = "application/cloudevents-batch+json"
 WORKSPACE = EVENT_COLUMNS.index("workspace_id")
 
 
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
 
 
 class EventController(Controller):
@@ -37,26 +38,30 @@ class EventController(Controller):
     )
     async def ingest(self, request: Request) -> IngestResult:
         state = request.app.state
-        metrics = state.metrics
         try:
             body, batch = await read_body(request)
-            now = now_us()
-            rows = parse_events(
-                body,
-                batch=batch,
-                max_events=state.settings.max_batch_events,
-                template_known=state.prices.knows,
-                latest_us=now + state.settings.max_future_seconds * 1_000_000,
-                received_us=now,
-            )
-            ensure_own_workspace(request.state.principal, rows)
-            result = await event_writer(request).store(rows)
+            return await ingest_body(state, request.state.principal, body, batch)
         except Problem as exc:
-            metrics.events_rejected.labels(str(exc.status)).inc()
+            state.metrics.events_rejected.labels(str(exc.status)).inc()
             raise
-        metrics.events_accepted.inc(result.accepted)
-        metrics.events_duplicate.inc(result.duplicates)
-        return result
+
+
+async def ingest_body(state: State, principal: Principal, body: bytes, batch: bool) -> IngestResult:
+    """Parse, check and store one request's events (api.fast_ingest serves the same call)."""
+    now = now_us()
+    rows = parse_events(
+        body,
+        batch=batch,
+        max_events=state.settings.max_batch_events,
+        template_known=state.prices.knows,
+        latest_us=now + state.settings.max_future_seconds * 1_000_000,
+        received_us=now,
+    )
+    ensure_own_workspace(principal, rows)
+    result = await event_writer(state).store(rows)
+    state.metrics.events_accepted.inc(result.accepted)
+    state.metrics.events_duplicate.inc(result.duplicates)
+    return result
 
 
 def ensure_own_workspace(principal: Principal, rows: list[Row]) -> None:
@@ -71,9 +76,8 @@ def ensure_own_workspace(principal: Principal, rows: list[Row]) -> None:
         )
 
 
-def event_writer(request: Request) -> EventWriter:
-    """The application's one writer (made on first use: the database exists from startup on)."""
-    state = request.app.state
+def event_writer(state: State) -> EventWriter:
+    """The application's one writer (made at startup, or on first use if the database changed)."""
     writer = state.get("event_writer")
     if writer is None or writer.db is not state.db:
         writer = state.event_writer = EventWriter(state.db, state.derivation)
@@ -83,7 +87,7 @@ def event_writer(request: Request) -> EventWriter:
 async def read_body(request: Request) -> tuple[bytes, bool]:
     """Content type and size checks; the body, and whether it is a batch."""
     settings = request.app.state.settings
-    kind = media_type(request)
+    kind = media_type(request.headers.get("content-type", ""))
     if kind not in SINGLE_TYPES and kind != BATCH_TYPE:
         raise UnsupportedMediaType(
             f"Content-Type must be {', '.join(SINGLE_TYPES)} (one event) or {BATCH_TYPE} (a batch)"

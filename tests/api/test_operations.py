@@ -50,3 +50,10 @@ async def test_a_nul_character_in_the_url_is_a_400_on_every_engine(client, admin
         assert resp.headers["content-type"].startswith("application/problem+json")
         assert resp.json()["detail"] == "the URL holds a NUL character (%00)"
         assert resp.headers["x-request-id"]
+
+
+async def test_request_metrics_are_labelled_by_declared_route(client, admin):
+    for settlement in ("set_a", "set_b"):
+        assert (await client.get(f"/v1/settlements/{settlement}", headers=admin)).status_code == 404
+    metrics = (await client.get("/metrics")).text
+    assert 'metering_http_request_seconds_count{method="GET",route="/v1/settlements/{settlement_id}",status="404"} 2.0' in metrics
