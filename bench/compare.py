@@ -37,12 +37,14 @@ for name in sys.argv[1].split(","):
     elif name == "single":
         single = single_events("sqlite", 10_000, 1_000, work)
         out["single_event_sqlite"] = {**single["latency_ms"], "rate": single["achieved_rate"],
-                                      "server_cpu_ms": single["server_cpu_ms_per_request"]}
+                                      "server_cpu_ms": single["server_cpu_ms_per_request"],
+                                      "writer_cpu_ms": single.get("writer_cpu_ms_per_request", 0)}
     elif name in ("ingest", "ingest_pg"):
         engine = "sqlite" if name == "ingest" else "postgresql"
         run = batched(engine, 20, 2_500, work)
         out[f"batched_ingest_{engine}"] = {"events_per_second": run["events_per_second"],
-                                           "server_cpu_us": run["server_cpu_us_per_event"]}
+                                           "server_cpu_us": run["server_cpu_us_per_event"],
+                                           "writer_cpu_us": run.get("writer_cpu_us_per_event", 0)}
 print(json.dumps(out))
 """
 BENCHMARKS = ("usage", "billing", "single", "ingest", "ingest_pg")

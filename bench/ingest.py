@@ -41,17 +41,27 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def service_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU so far of the server and of its child processes (the SQLite ingest writer)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {"server": process_cpu_seconds(pid), "writer": sum(process_cpu_seconds(int(c)) for c in children)}
+
+
+def cpu_per_unit(before: dict[str, float], after: dict[str, float], units: int, scale: float) -> dict[str, float]:
+    return {name: round((after[name] - before[name]) / units * scale, 3) for name in before}
+
+
 def batched(engine: str, n_batches: int, sandboxes_per_batch: int, workdir: Path, concurrency: int = 2) -> dict:
     """``n_batches`` batches of ``4 * sandboxes_per_batch`` new events, ``concurrency`` in flight."""
     bodies = encoded_batches(n_batches, sandboxes_per_batch, seed=11)
     warmup = encoded_batches(1, max(1, sandboxes_per_batch // 10), seed=12, prefix="warm")
     with fresh_database(engine, workdir) as url, running_server(url, workdir / f"ingest-{engine}.log") as (srv, tok):
         _load("batches", srv.url, tok, warmup, [4 * max(1, sandboxes_per_batch // 10)], 300, concurrency=1)
-        cpu_before = process_cpu_seconds(srv.proc.pid)
+        cpu_before = service_cpu_seconds(srv.proc.pid)
         result = _load("batches", srv.url, tok, bodies, [4 * sandboxes_per_batch] * n_batches, 900,
                        concurrency=concurrency)
-        result["server_cpu_us_per_event"] = round(
-            (process_cpu_seconds(srv.proc.pid) - cpu_before) / (n_batches * 4 * sandboxes_per_batch) * 1e6, 2)
+        cpu = cpu_per_unit(cpu_before, service_cpu_seconds(srv.proc.pid), n_batches * 4 * sandboxes_per_batch, 1e6)
+        result["server_cpu_us_per_event"], result["writer_cpu_us_per_event"] = cpu["server"], cpu["writer"]
     result.update(engine=engine, batch_events=4 * sandboxes_per_batch, concurrency=concurrency)
     return result
 
@@ -68,9 +78,9 @@ def single_events(engine: str, requests: int, rate: float, workdir: Path, *, adm
     log = workdir / f"single-{engine}.log"
     with fresh_database(engine, workdir) as url, running_server(url, log, admin_only=admin_token) as (srv, tok):
         _load("rate", srv.url, tok, warmup, [1] * len(warmup), 120, rate=min(rate, 200))
-        cpu_before = process_cpu_seconds(srv.proc.pid)
+        cpu_before = service_cpu_seconds(srv.proc.pid)
         result = _load("rate", srv.url, tok, bodies, [1] * len(bodies), requests / rate + 120, rate=rate)
-        result["server_cpu_ms_per_request"] = round(
-            (process_cpu_seconds(srv.proc.pid) - cpu_before) / len(bodies) * 1000, 3)
+        cpu = cpu_per_unit(cpu_before, service_cpu_seconds(srv.proc.pid), len(bodies), 1000)
+        result["server_cpu_ms_per_request"], result["writer_cpu_ms_per_request"] = cpu["server"], cpu["writer"]
     result.update(engine=engine, token="admin (no lookup)" if admin_token else "service token")
     return result

@@ -138,13 +138,13 @@ def summary(results: dict) -> str:
         elif "events_per_second" in out:
             ratio = f", {out['ratio_to_floor'] * 100:.0f}% of the floor" if "ratio_to_floor" in out else ""
             cpu = (f", server CPU {out['server_cpu_us_per_event']} µs/event"
-                   if "server_cpu_us_per_event" in out else "")
+                   f" + writer {out.get('writer_cpu_us_per_event', 0)}" if "server_cpu_us_per_event" in out else "")
             lines.append(f"  {name:24s} {out['events_per_second']:>8,} events/s{ratio}{cpu}")
         elif "latency_ms" in out:
             lat = out["latency_ms"]
             rate = f" at {out['achieved_rate']} req/s" if "achieved_rate" in out else ""
             cpu = (f", server CPU {out['server_cpu_ms_per_request']} ms/request"
-                   if "server_cpu_ms_per_request" in out else "")
+                   f" + writer {out.get('writer_cpu_ms_per_request', 0)}" if "server_cpu_ms_per_request" in out else "")
             lines.append(f"  {name:24s} p50 {lat['p50']} ms, p99 {lat['p99']} ms{rate}{cpu}")
         elif "seconds" in out:
             lines.append(f"  {name:24s} {out['seconds']} s")

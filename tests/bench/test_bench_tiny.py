@@ -21,7 +21,9 @@ def test_tiny_benchmarks_run(tmp_path):
     for engine in ENGINES:
         ingest = r[f"ingest_{engine}"]
         assert ingest["accepted"] == ingest["events"] == events
-        assert ingest["error_count"] == 0 and ingest["server_cpu_us_per_event"] > 0
+        assert ingest["error_count"] == 0
+        # CPU is read in clock ticks (10 ms): a tiny run may well take none.
+        assert ingest["server_cpu_us_per_event"] >= 0 and ingest["writer_cpu_us_per_event"] >= 0
         single = r[f"single_event_{engine}"]
         assert single["requests"] == p["single_requests"] and single["error_count"] == 0
         assert single["latency_ms"]["p99"] >= single["latency_ms"]["p50"] > 0
