@@ -56,6 +56,11 @@ class WriteRunner:
             self._start()
 
     @property
+    def in_process(self) -> bool:
+        """Whether functions run in this process (False: they are pickled to the writer's)."""
+        return self._path is None
+
+    @property
     def pid(self) -> int | None:
         """The writer process's id (None on PostgreSQL)."""
         return self._proc.pid if self._proc is not None else None

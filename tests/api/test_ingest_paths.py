@@ -223,3 +223,17 @@ def test_migration_0010_fills_histories_and_drops_sandbox_indexes(tmp_path):
     engine.dispose()
     assert conn.execute('SELECT start, "end" FROM usage_intervals').fetchall() == [(0, 1_800_000_000)]
     conn.close()
+
+
+def test_prepared_batches_reach_the_writer_process_whole():
+    """What the SQLite writer's process receives (msgpack rows, see Prepared.__reduce__)."""
+    import pickle
+
+    from metering.events.service import prepare
+
+    rows = [("src", f"e{i}", "sandbox.running", 1_700_000_000_000_000 + i, "ws", "dep", "sb", None, "giga-mini",
+             None, "h" * 64, '{"x":"\u00e9"}', 5) for i in range(3)]
+    for batch in (prepare(rows, None), prepare([*rows, rows[1]], None)):
+        sent = pickle.loads(pickle.dumps(batch))
+        assert sent.rows == batch.rows and all(isinstance(r, tuple) for r in sent.rows)
+        assert sent.unique == batch.unique and sent.indexes == batch.indexes and sent.derived is None
