@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -39,7 +40,8 @@ class WriteRunner:
     """``await run(fn)``: ``fn(connection)`` in one write transaction; its result, or its error.
 
     ``preload``: modules the writer process imports as it starts (those of the functions it
-    will be sent).
+    will be sent).  Several calls may be in flight at once: the writer process takes them in
+    order, so the next one is there the moment a transaction ends.
     """
 
     def __init__(self, engine: AsyncEngine, preload: Sequence[str] = ()) -> None:
@@ -49,11 +51,8 @@ class WriteRunner:
         self._path = os.path.abspath(url.database) if on_file else None
         self._preload = tuple(preload)
         self._lock = asyncio.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._sock: socket.socket | None = None
-        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        if self._path is not None:
-            self._start()
+        self._conn: _Connection | None = None
+        self._spawned = self._spawn() if self._path is not None else None  # started with the service
 
     @property
     def in_process(self) -> bool:
@@ -63,71 +62,107 @@ class WriteRunner:
     @property
     def pid(self) -> int | None:
         """The writer process's id (None on PostgreSQL)."""
-        return self._proc.pid if self._proc is not None else None
+        proc = self._conn.proc if self._conn is not None else self._spawned[0] if self._spawned else None
+        return proc.pid if proc is not None else None
 
-    def _start(self) -> None:
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], socket.socket]:
         assert self._path is not None
         ours, theirs = socket.socketpair()
         with theirs:
-            self._proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "metering.db.write_process", str(theirs.fileno()), self._path, *self._preload],
                 pass_fds=[theirs.fileno()],
             )
-        self._sock, self._streams = ours, None
+        return proc, ours
+
+    async def _connection(self) -> _Connection:
+        if self._conn is not None and self._conn.alive:
+            return self._conn
+        if self._conn is not None:  # it died between transactions: nobody waits for it
+            log.warning("ingest_writer_restart", pid=self._conn.proc.pid, returncode=self._conn.proc.poll())
+            self._conn.close()
+        proc, sock = self._spawned or self._spawn()
+        self._spawned = None
+        self._conn = _Connection(proc, *await asyncio.open_connection(sock=sock))
+        return self._conn
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         if self._path is None:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(fn)
-        async with self._lock:  # one exchange at a time on the socket
-            if self._proc is None or self._proc.poll() is not None:
-                self._drop("the writer process had stopped")
-                self._start()
-            if self._streams is None:
-                self._streams = await asyncio.open_connection(sock=self._sock)
-            reader, writer = self._streams
-            request = frame(fn)  # a function that cannot be pickled fails here, before anything is sent
-            try:
-                writer.write(request)
-                await writer.drain()
-                (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-                ok, value = pickle.loads(await reader.readexactly(size))
-            except (ConnectionError, asyncio.IncompleteReadError) as exc:
-                self._drop(f"the writer process stopped during a transaction: {exc!r}")
-                raise Unavailable(
-                    "the ingest writer stopped while storing this request; it was not acknowledged, "
-                    "send it again (events stored already count as duplicates)"
-                ) from None
-            except BaseException:  # cancelled half way: the stream is out of step with the writer
-                self._drop("an exchange with the writer was interrupted")
-                raise
+        request = frame(fn)  # a function that cannot be pickled fails here, before anything is sent
+        async with self._lock:  # requests go out whole and in order
+            conn = await self._connection()
+            answer = conn.send(request)
+        try:
+            await conn.writer.drain()
+        except ConnectionError:
+            pass  # the writer is gone: its reader answers every request in flight
+        ok, value = await answer
         if ok:
             return value
         raise value
 
-    def _drop(self, why: str) -> None:
-        """Forget the writer: closing our end stops it once its transaction (if any) is done."""
-        if self._proc is not None:
-            log.warning("ingest_writer_restart", reason=why, pid=self._proc.pid, returncode=self._proc.poll())
-        self._close_socket()
-        self._proc = None
-
-    def _close_socket(self) -> None:
-        if self._streams is not None:
-            self._streams[1].close()
-        elif self._sock is not None:
-            self._sock.close()
-        self._sock, self._streams = None, None
-
     async def close(self) -> None:
         """Stop the writer process: it finishes the transaction in progress, then exits."""
         async with self._lock:
-            proc, self._proc = self._proc, None
-            self._close_socket()
-            if proc is None:
-                return
-            try:
-                await asyncio.to_thread(proc.wait, STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                await asyncio.to_thread(proc.wait)
+            conn, self._conn = self._conn, None
+            spawned, self._spawned = self._spawned, None
+        if conn is not None:
+            conn.close()
+            proc = conn.proc
+        elif spawned is not None:
+            proc = spawned[0]
+            spawned[1].close()
+        else:
+            return
+        try:
+            await asyncio.to_thread(proc.wait, STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+
+
+class _Connection:
+    """One writer process and our end of its socket: answers come back in the order sent."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.proc, self.reader, self.writer = proc, reader, writer
+        self.pending: deque[asyncio.Future[tuple[bool, Any]]] = deque()
+        self.closing = False
+        self.answers = asyncio.create_task(self._read_answers())
+
+    @property
+    def alive(self) -> bool:
+        return not self.answers.done() and self.proc.poll() is None
+
+    def send(self, request: bytes) -> asyncio.Future[tuple[bool, Any]]:
+        answer: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
+        self.pending.append(answer)
+        self.writer.write(request)
+        return answer
+
+    async def _read_answers(self) -> None:
+        try:
+            while True:
+                (size,) = HEADER.unpack(await self.reader.readexactly(HEADER.size))
+                answer = pickle.loads(await self.reader.readexactly(size))
+                waiting = self.pending.popleft()
+                if not waiting.done():  # else its caller was cancelled: the answer goes nowhere
+                    waiting.set_result(answer)
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            if not self.closing:
+                log.warning("ingest_writer_stopped", error=repr(exc), pid=self.proc.pid, in_flight=len(self.pending))
+        finally:  # nothing more will be answered
+            for waiting in self.pending:
+                if not waiting.done():
+                    waiting.set_exception(Unavailable(
+                        "the ingest writer stopped while storing this request; it was not acknowledged, "
+                        "send it again (events stored already count as duplicates)"))
+            self.pending.clear()
+
+    def close(self) -> None:
+        """Close our end: the writer finishes what it was sent, then exits."""
+        self.closing = True
+        self.writer.close()

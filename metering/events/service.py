@@ -53,6 +53,8 @@ PG_INGEST_LOCK = 0x6D6574_6572696E  # "meterin"
 # A group commit holds at most this many events: it is for many small requests (one big batch
 # goes alone; reading the stored keys of a big group up front would cost more than the fsync saved).
 MAX_GROUP_EVENTS = 2_000
+# Groups sent to a writer process before the first is answered (see EventWriter).
+WRITER_DEPTH = 2
 
 _canonical = msgspec.json.Encoder(order="sorted")
 
@@ -281,7 +283,7 @@ def _store(conn: Connection, sql: BulkSQL, batch: Prepared, derivation: Derivati
     rows, unique, indexes, derived = batch
     inserted = 0
     for stmt, params in sql.insert_chunks(EVENTS, EVENT_COLUMNS, unique, ON_KEY_CONFLICT):
-        inserted += conn.exec_driver_sql(stmt, params).rowcount
+        inserted += sql.execute(conn, stmt, params).rowcount
     if inserted < len(unique):  # some were stored before: repeats, or conflicts?
         stored = _stored_hashes(conn, sql, [_key(r) for r in unique])
         for offset, row in enumerate(unique):
@@ -300,7 +302,7 @@ def _stored_hashes(conn: Connection, sql: BulkSQL, keys: list[tuple[str, str]]) 
     stored: dict[tuple[str, str], str] = {}
     for stmt, params in sql.keyed_chunks(EVENTS, "SELECT source, event_id, body_hash FROM events",
                                          ("source", "event_id"), keys):
-        stored.update(((s, e), h) for s, e, h in conn.exec_driver_sql(stmt, params))
+        stored.update(((s, e), h) for s, e, h in sql.execute(conn, stmt, params))
     return stored
 
 
@@ -331,7 +333,7 @@ def _store_together(
         fresh = [r for r in unique if _key(r) not in stored]
         new_rows += fresh
         outcomes[i] = IngestResult(accepted=len(fresh), duplicates=len(batches[i].rows) - len(fresh))
-    inserted = sum(conn.exec_driver_sql(stmt, params).rowcount
+    inserted = sum(sql.execute(conn, stmt, params).rowcount
                    for stmt, params in sql.insert_chunks(EVENTS, EVENT_COLUMNS, new_rows, ON_KEY_CONFLICT))
     if inserted != len(new_rows):
         raise RuntimeError("events appeared while the ingest lock was held")
@@ -391,6 +393,10 @@ class EventWriter:
     With ``synchronous=FULL`` each SQLite commit costs an fsync, and there is one writer at a
     time, so concurrent single-event requests would queue on the lock, each paying its own
     fsync.  Instead they queue here, and the next transaction stores them all under one commit.
+    A writer in another process is sent a big next group while it writes the current one
+    (``WRITER_DEPTH``): the event loop may be busy decoding a big batch when a transaction
+    ends, and the writer should not wait for it to be free.  Small requests wait for the
+    transaction in progress instead, so that more of them share the next commit.
     """
 
     def __init__(self, db: Database, derivation: Derivation | None) -> None:
@@ -399,7 +405,9 @@ class EventWriter:
         # The writer process imports this module and the derivation's as it starts.
         modules = [__name__] + ([derivation.apply.__module__] if derivation else [])
         self.runner = db.write_runner(preload=modules)
+        self.depth = 1 if self.runner.in_process else WRITER_DEPTH
         self._queue: list[tuple[Prepared, asyncio.Future[IngestResult]]] = []
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def store(self, rows: list[Row]) -> IngestResult:
@@ -409,9 +417,14 @@ class EventWriter:
         batch = prepare(rows, self.derivation if self.runner.in_process else None)
         future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
         self._queue.append((batch, future))
+        self._wake.set()
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
         return await future
+
+    def _big_queue(self) -> bool:
+        """Worth sending ahead: small requests wait instead, to share the next commit."""
+        return sum(len(batch.rows) for batch, _ in self._queue) >= MAX_GROUP_EVENTS
 
     def _next_group(self) -> list[tuple[Prepared, asyncio.Future[IngestResult]]]:
         size, take = 0, 0
@@ -424,26 +437,40 @@ class EventWriter:
         return group
 
     async def _drain(self) -> None:
-        group: list[tuple[Prepared, asyncio.Future[IngestResult]]] = []
+        in_flight: set[asyncio.Task[None]] = set()
         try:
-            while self._queue:
-                group = self._next_group()
-                work = partial(write_group, batches=[batch for batch, _ in group], derivation=self.derivation)
-                try:
-                    outcomes = await self.runner.run(work)
-                except Exception as exc:  # noqa: BLE001 - the transaction failed: every request in it
-                    outcomes = [exc] * len(group)
-                for (_, future), outcome in zip(group, outcomes):
-                    if future.done():  # its request was cancelled; its events are stored all the same
-                        continue
-                    if isinstance(outcome, Exception):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
+            while self._queue or in_flight:
+                while self._queue and len(in_flight) < self.depth and (not in_flight or self._big_queue()):
+                    in_flight.add(asyncio.create_task(self._write(self._next_group())))
+                self._wake.clear()  # a new request wakes us if there is room for its group
+                woken = asyncio.ensure_future(self._wake.wait())
+                done, _ = await asyncio.wait({*in_flight, woken}, return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+                in_flight -= done
         except BaseException:  # cancelled (shutdown): nobody may wait for ever
-            for _, future in [*group, *self._queue]:
+            for task in in_flight:
+                task.cancel()
+            for _, future in self._queue:
                 future.cancel()
             self._queue = []
             raise
         finally:
             self._task = None
+
+    async def _write(self, group: list[tuple[Prepared, asyncio.Future[IngestResult]]]) -> None:
+        work = partial(write_group, batches=[batch for batch, _ in group], derivation=self.derivation)
+        try:
+            outcomes = await self.runner.run(work)
+        except asyncio.CancelledError:
+            for _, future in group:
+                future.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - the transaction failed: every request in it
+            outcomes = [exc] * len(group)
+        for (_, future), outcome in zip(group, outcomes):
+            if future.done():  # its request was cancelled; its events are stored all the same
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
