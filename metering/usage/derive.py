@@ -202,7 +202,7 @@ def _load_states(conn: Connection, sql: BulkSQL, keys: list[SandboxKey]) -> dict
     head = "SELECT " + ", ".join(f'"{c}"' for c in FOLD_COLUMNS) + " FROM sandbox_states"
     states = {}
     for stmt, params in sql.keyed_chunks(STATES, head, ("workspace_id", "sandbox_id"), keys):
-        for ws, sb, t, rank, src, eid, o_start, o_tpl, o_dep, term in conn.exec_driver_sql(stmt, params):
+        for ws, sb, t, rank, src, eid, o_start, o_tpl, o_dep, term in sql.execute(conn, stmt, params):
             states[(ws, sb)] = Fold((t, rank, src, eid), o_start, o_tpl, o_dep, bool(term))
     return states
 
@@ -211,13 +211,13 @@ def _load_histories(conn: Connection, sql: BulkSQL, keys: list[SandboxKey]) -> d
     head = "SELECT workspace_id, sandbox_id, history FROM sandbox_states"
     histories = {}
     for stmt, params in sql.keyed_chunks(STATES, head, ("workspace_id", "sandbox_id"), keys):
-        histories.update(((ws, sb), text) for ws, sb, text in conn.exec_driver_sql(stmt, params))
+        histories.update(((ws, sb), text) for ws, sb, text in sql.execute(conn, stmt, params))
     return histories
 
 
-def _execute(conn: Connection, chunks: list[tuple[str, Any]]) -> None:
+def _execute(conn: Connection, sql: BulkSQL, chunks: list[tuple[str, Any]]) -> None:
     for stmt, params in chunks:
-        conn.exec_driver_sql(stmt, params)
+        sql.execute(conn, stmt, params)
 
 
 def apply(conn: Connection, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
@@ -243,17 +243,17 @@ def apply(conn: Connection, new: dict[SandboxKey, list[LifecycleEvent]]) -> None
             events = parse_history(stored[key])
             old.apply(key, Fold(), events)
             changes.apply(key, Fold(), merge(events, new[key]), rewrite=True)
-        _execute(conn, sql.for_each_key("DELETE FROM usage_intervals", INTERVAL_KEY,
+        _execute(conn, sql, sql.for_each_key("DELETE FROM usage_intervals", INTERVAL_KEY,
                                         sorted({(iv[0], iv[4], iv[2]) for iv in old.intervals})))
-        _execute(conn, sql.for_each_key("DELETE FROM usage_extensions", EXTENSION_KEY,
+        _execute(conn, sql, sql.for_each_key("DELETE FROM usage_extensions", EXTENSION_KEY,
                                         sorted({(ext[0], ext[4], ext[2]) for ext in old.extensions})))
-    _execute(conn, sql.for_each_key("DELETE FROM usage_intervals", INTERVAL_KEY, changes.drop_open,
+    _execute(conn, sql, sql.for_each_key("DELETE FROM usage_intervals", INTERVAL_KEY, changes.drop_open,
                                     'AND "end" IS NULL'))
-    _execute(conn, sql.insert_chunks(INTERVALS, INTERVAL_COLUMNS, changes.intervals))
-    _execute(conn, sql.insert_chunks(EXTENSIONS, EXTENSION_COLUMNS, changes.extensions))
-    _execute(conn, sql.insert_chunks(STATES, STATE_COLUMNS, changes.states, STATE_APPEND))
-    _execute(conn, sql.insert_chunks(STATES, STATE_COLUMNS, changes.rewritten, STATE_REPLACE))
-    _execute(conn, sql.insert_chunks(MARKS, ("workspace_id", "since"), earliest_change(new)))
+    _execute(conn, sql, sql.insert_chunks(INTERVALS, INTERVAL_COLUMNS, changes.intervals))
+    _execute(conn, sql, sql.insert_chunks(EXTENSIONS, EXTENSION_COLUMNS, changes.extensions))
+    _execute(conn, sql, sql.insert_chunks(STATES, STATE_COLUMNS, changes.states, STATE_APPEND))
+    _execute(conn, sql, sql.insert_chunks(STATES, STATE_COLUMNS, changes.rewritten, STATE_REPLACE))
+    _execute(conn, sql, sql.insert_chunks(MARKS, ("workspace_id", "since"), earliest_change(new)))
 
 
 def earliest_change(new: dict[SandboxKey, list[LifecycleEvent]]) -> list[tuple[str, int]]:
