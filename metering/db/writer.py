@@ -1,7 +1,8 @@
-"""The ingest writer: whole write transactions, one at a time, off the event loop.
+"""The ingest writer: whole write transactions, in the order they are asked for, off the event loop.
 
 On a SQLite file each transaction runs in the writer's own process (db.write_process: why
-a process, and its protocol), started with the runner and started again if it dies.
+a process, and its protocol), one after the other, started with the runner and started
+again if it dies.
 Otherwise (PostgreSQL, an in-memory SQLite) it runs on the async engine, through
 SQLAlchemy's greenlet bridge: the database's work is in the database server's process there.
 """
