@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         owned = db is None
         app.state.db = db or create_database(settings.database_url)
         await prices.refresh(app.state.db)
-        # Made now, so that on SQLite the writer's process starts with the service.
+        # The one ingest writer of this database; on SQLite its process starts with the service.
         app.state.event_writer = EventWriter(app.state.db, USAGE_DERIVATION)
         scheduler = None
         if settings.scheduler.enabled:
@@ -66,7 +66,6 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         "settings": settings,
         "metrics": metrics,
         "prices": prices,
-        "derivation": USAGE_DERIVATION,
         # Settlements pay invoices without importing them: the invoices domain plugs in here.
         "invoice_check": payments.invoice_check,
         "on_settlement_change": payments.on_settlement_change,

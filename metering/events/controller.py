@@ -8,7 +8,7 @@ from metering.db.base import now_us
 from metering.errors import Forbidden, PayloadTooLarge, Problem, UnsupportedMediaType, field_error
 from metering.events.openapi import IngestOperation
 from metering.events.schemas import EVENT_COLUMNS, IngestResult
-from metering.events.service import EventWriter, Row, parse_events
+from metering.events.service import Row, parse_events
 from metering.tokens.service import Principal
 
 SINGLE_TYPES = ("application/cloudevents+json", "application/json")
@@ -58,7 +58,7 @@ async def ingest_body(state: State, principal: Principal, body: bytes, batch: bo
         received_us=now,
     )
     ensure_own_workspace(principal, rows)
-    result = await event_writer(state).store(rows)
+    result = await state.event_writer.store(rows)
     state.metrics.events_accepted.inc(result.accepted)
     state.metrics.events_duplicate.inc(result.duplicates)
     return result
@@ -74,14 +74,6 @@ def ensure_own_workspace(principal: Principal, rows: list[Row]) -> None:
             f"this token may only send events for workspace {principal.workspace_id!r}; none was stored",
             [field_error("is not the token's workspace", "data.workspace_id", i) for i in foreign[:100]],
         )
-
-
-def event_writer(state: State) -> EventWriter:
-    """The application's one writer (made at startup, or on first use if the database changed)."""
-    writer = state.get("event_writer")
-    if writer is None or writer.db is not state.db:
-        writer = state.event_writer = EventWriter(state.db, state.derivation)
-    return writer
 
 
 async def read_body(request: Request) -> tuple[bytes, bool]:

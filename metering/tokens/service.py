@@ -28,7 +28,7 @@ SCOPES = (
 )
 TOKEN_PATTERN = re.compile(r"mtr_sk_[0-9a-f]{32}")
 TOKENS = ApiToken.__table__
-_BY_HASH = "SELECT id, scopes, workspace_id, token_hash, revoked_at FROM api_tokens WHERE token_hash = :digest"
+_BY_HASH = f"SELECT id, scopes, workspace_id, token_hash, revoked_at FROM {TOKENS.name} WHERE token_hash = :digest"
 
 
 @dataclass(frozen=True)
