@@ -22,6 +22,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering.api.auth import principal_for
 from metering.api.middleware import record, request_id
+from metering.api.problems import send_json
 from metering.events.controller import BATCH_TYPE, SINGLE_TYPES, ingest_body, media_type
 
 PATH = "/v1/events"
@@ -48,18 +49,14 @@ class FastIngest:
         headers = dict(scope["headers"])
         limit = self.app.state.settings.max_body_bytes
         body, more = await _read_body(receive, limit)
-        rid = request_id(scope["headers"])
+        rid = request_id(headers)
         with structlog.contextvars.bound_contextvars(request_id=rid):
             whole = not more and len(body) <= limit
             result = await self._ingest(headers, body) if whole else None
             if result is None:  # the Litestar route answers, from the same body
                 await self.fallback(scope, _replay(body, more, receive), send)
                 return
-            payload = _encode(result)
-            await send({"type": "http.response.start", "status": 202, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                (b"x-request-id", rid.encode())]})
-            await send({"type": "http.response.body", "body": payload})
+            await send_json(send, 202, _encode(result), headers=[(b"x-request-id", rid.encode())])
             record(self.app.state.metrics, scope, PATH, 202, started)
 
     async def _ingest(self, headers: dict[bytes, bytes], body: bytes) -> Any:

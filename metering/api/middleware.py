@@ -6,7 +6,7 @@ import itertools
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,9 +23,9 @@ _PREFIX = secrets.token_hex(8)
 _COUNTER = itertools.count(1)
 
 
-def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+def request_id(headers: Mapping[bytes, bytes]) -> str:
     """The caller's ``X-Request-ID`` when it is a safe id, a new one otherwise."""
-    given = dict(headers).get(b"x-request-id", b"").decode("latin-1")
+    given = headers.get(b"x-request-id", b"").decode("latin-1")
     return given if REQUEST_ID.fullmatch(given) else f"{_PREFIX}{next(_COUNTER):016x}"
 
 
@@ -44,7 +44,7 @@ def request_id_middleware(metrics: Metrics):  # type: ignore[no-untyped-def]
             if scope["type"] != "http":
                 await app(scope, receive, send)
                 return
-            rid = request_id(scope["headers"])
+            rid = request_id(dict(scope["headers"]))
             status = 500
             started = time.perf_counter()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -45,9 +46,11 @@ async def send_problem(send: Send, status: int, detail: str, errors: list[dict[s
     await send_json(send, status, problem_body(status, detail, errors, slug), PROBLEM_JSON)
 
 
-async def send_json(send: Send, status: int, body: bytes, media_type: str = "application/json") -> None:
+async def send_json(send: Send, status: int, body: bytes, media_type: str = "application/json",
+                    headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """A whole JSON answer sent straight on the ASGI channel."""
     await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]})
+        (b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode()), *headers]})
     await send({"type": "http.response.body", "body": body})
 
 
