@@ -133,9 +133,8 @@ class BulkSQL:
     ) -> list[tuple[str, Any]]:
         """``head`` restricted to ``key_columns = key``, run once per key (``executemany``).
 
-        For a few keys on a big table: each is an equality search on an index over the key's
-        leading columns, where SQLite would search a row-value ``IN (VALUES ...)`` on the
-        first column only.
+        For a few keys on a big table, when an index covers only the key's leading columns:
+        each key is an equality search on it.
         """
         if not keys:
             return []
@@ -153,8 +152,10 @@ def _sqlite_insert_sql(table: str, columns: tuple[str, ...], n: int, on_conflict
 
 @lru_cache(maxsize=256)
 def _sqlite_keyed_sql(head: str, cols: str, width: int, n: int, tail: str) -> str:
+    # ``IN (SELECT * FROM (VALUES ...))``, not ``IN (VALUES ...)``: SQLite searches an index on
+    # all the key's columns only for the former.  For the latter it scans the whole table.
     row = "(" + ", ".join("?" * width) + ")"
-    return f"{head} WHERE ({cols}) IN (VALUES {', '.join([row] * n)}) {tail}"
+    return f"{head} WHERE ({cols}) IN (SELECT * FROM (VALUES {', '.join([row] * n)})) {tail}"
 
 
 @lru_cache(maxsize=64)
