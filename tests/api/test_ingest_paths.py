@@ -249,9 +249,8 @@ def test_ingest_statements_search_indexes_and_scan_no_table(tmp_path):
     upgrade(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
     writer = SqliteWriter(str(tmp_path / "m.db"))
     traced: list[str] = []
-    with writer.engine.connect() as conn:  # the writer's only connection
-        raw = conn.connection.driver_connection
-        raw.set_trace_callback(traced.append)
+    raw = writer.connection.connection.driver_connection
+    raw.set_trace_callback(traced.append)
     late = _lifecycle("sb_late")
     try:
         for batches in ([_rows(*_lifecycle("sb_a"))], [_rows(late[3])], [_rows(late[0]), _rows(late[2])],
@@ -260,13 +259,11 @@ def test_ingest_statements_search_indexes_and_scan_no_table(tmp_path):
         queries = [sql for sql in traced if sql.split(None, 1)[0].upper() in ("SELECT", "DELETE", "UPDATE")]
         assert any("FROM events" in sql for sql in queries)  # the group and the repeat looked up stored keys
         assert any("FROM sandbox_states" in sql for sql in queries)
-        with writer.engine.connect() as conn:
-            raw = conn.connection.driver_connection
-            raw.set_trace_callback(None)
-            for sql in queries:
-                plan = [row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {sql}")]
-                scans = [step for step in plan if step.startswith("SCAN ") and "CONSTANT ROW" not in step
-                         and "subquery" not in step]
-                assert not scans, (sql[:200], plan)
+        raw.set_trace_callback(None)
+        for sql in queries:
+            plan = [row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {sql}")]
+            scans = [step for step in plan if step.startswith("SCAN ") and "CONSTANT ROW" not in step
+                     and "subquery" not in step]
+            assert not scans, (sql[:200], plan)
     finally:
         writer.close()

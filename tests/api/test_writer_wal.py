@@ -3,7 +3,7 @@
 import os
 import sqlite3
 
-from metering.db.sqlite_writer import SqliteWriter
+from metering.db.sqlite_writer import WAL_RESTART_FRAMES, SqliteWriter
 
 ROW = os.urandom(64 * 1024).hex()  # 128 KiB of text, 32 pages
 PAGE = 4096
@@ -30,4 +30,5 @@ def test_wal_starts_over_under_continuous_writes(tmp_path):
         conn.close()
     finally:
         writer.close()
-    assert frames < written / PAGE / 2, (frames, written // PAGE)
+    # It started over many times: what it holds now is about WAL_RESTART_FRAMES, not 60,000 pages.
+    assert frames < 4 * WAL_RESTART_FRAMES < written / PAGE / 3, (frames, written // PAGE)
