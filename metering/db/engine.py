@@ -99,7 +99,7 @@ class Database:
         if self._write_runner is not None:
             await self._write_runner.close()
         if self._reader is not None:
-            self._reader.close()
+            await self._reader.close()
         await self.engine.dispose()
 
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from metering.db.pg_lookup import PgLookup
 from metering.db.sqlite_threads import sqlite_thread_engine
 
 T = TypeVar("T")
@@ -36,6 +37,7 @@ class ReadRunner:
         self._path: str | None = None
         self._inline_conn: sqlite3.Connection | None = None
         self._threads: ThreadPoolExecutor | None = None
+        self._pg_lookup = PgLookup(engine) if engine.dialect.name == "postgresql" else None
         url = engine.url
         if engine.dialect.name == "sqlite" and url.database not in (None, "", ":memory:"):
             # Autocommit at the driver: _read begins a transaction only when asked to.
@@ -64,9 +66,11 @@ class ReadRunner:
         hand-off to a reader thread costs several times such a read (and the thread must then
         win the GIL back from the loop), and so does SQLAlchemy's statement machinery.  In
         WAL mode a reader does not wait for the writer; if SQLite would have it wait for a
-        lock all the same, it goes to a reader thread.  Elsewhere it is ``run`` without a
-        snapshot.
+        lock all the same, it goes to a reader thread.  On PostgreSQL it goes through asyncpg
+        directly (db.pg_lookup); elsewhere (an in-memory SQLite) it is ``run`` without a snapshot.
         """
+        if self._pg_lookup is not None:
+            return await self._pg_lookup.first_row(sql, params)
         if self._path is not None:
             try:
                 return self._inline().execute(sql, params).fetchone()
@@ -97,7 +101,9 @@ class ReadRunner:
             finally:
                 conn.exec_driver_sql("COMMIT")
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        if self._pg_lookup is not None:
+            await self._pg_lookup.close()
         if self._inline_conn is not None:
             self._inline_conn.close()
         if self._sync is not None and self._threads is not None:

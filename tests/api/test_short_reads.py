@@ -1,4 +1,5 @@
-"""Token checks read on the event loop where SQLite allows it, and never wait there for a lock."""
+"""Token checks read on the event loop where SQLite allows it, and never wait there for a lock;
+on PostgreSQL on a connection of their own, replaced when the server closes it."""
 
 import asyncio
 import sqlite3
@@ -8,6 +9,7 @@ import time
 import pytest
 
 from metering.db import create_database
+from metering.db.pg_lookup import numbered
 from metering.migrate import upgrade
 
 COUNT = "SELECT count(*) FROM api_tokens WHERE scopes = :scopes"
@@ -55,3 +57,21 @@ async def test_a_lookup_that_would_wait_for_a_lock_goes_to_a_thread(tmp_path):
 async def test_first_row_gives_a_tuple_or_none(db):
     assert await db.first_row("SELECT 1, 'a' WHERE :x = 1", {"x": 1}) == (1, "a")
     assert await db.first_row("SELECT 1 WHERE :x = 1", {"x": 2}) is None
+
+
+def test_named_parameters_become_numbered_ones():
+    assert numbered("SELECT :a, :b::text, :a WHERE x = :b_2") == ("SELECT $1, $2::text, $1 WHERE x = $3", ["a", "b", "b_2"])
+
+
+async def test_lookup_survives_the_server_closing_its_connection(db, engine_name):
+    """A PostgreSQL restart or an idle timeout closes the lookup's connection: the next token
+    check must not fail for it."""
+    if engine_name != "postgresql":
+        pytest.skip("SQLite has no server to close a connection")
+    (first_pid,) = await db.first_row("SELECT pg_backend_pid() WHERE :x = 1", {"x": 1})
+    async with db.connect() as conn:
+        await conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(first_pid)})")
+    await asyncio.sleep(0.2)  # the server has closed it; asyncpg may not have noticed yet
+    (second_pid,) = await db.first_row("SELECT pg_backend_pid() WHERE :x = 1", {"x": 1})
+    assert second_pid != first_pid
+    assert await db.first_row("SELECT 1, 'a' WHERE :x = 1", {"x": 1}) == (1, "a")
