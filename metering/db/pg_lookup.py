@@ -2,10 +2,11 @@
 
 Through the async engine such a lookup cost ~540 us of CPU here: a pool checkout with its
 pre-ping round trip, SQLAlchemy's connection, autocommit and statement machinery, and the
-greenlet bridge.  asyncpg alone, on a connection it keeps, costs ~60 us.  One connection,
-one lookup at a time: each is a single round trip to an index, so it is not what requests
-wait for.  Instead of a pre-ping, a connection the server has closed is noticed when the
-lookup fails on it, and the lookup (a read: safe to run again) is retried once on a new one.
+greenlet bridge.  asyncpg alone, on a connection it keeps, costs ~60 us.  One connection
+(outside the engine's pool), one lookup at a time: each is a single round trip to an index,
+so it is not what requests wait for.  Instead of a pre-ping, a connection the server has
+closed is noticed (asyncpg saw it close, or the lookup fails on it) and replaced; the
+lookup, a read, is then run once more.
 """
 
 from __future__ import annotations
