@@ -29,6 +29,10 @@ def _timeout_response() -> bytes:
     return head + body
 
 
+# After a 408, how long what the client still sends is read and dropped before the close.
+LINGER_SECONDS = 2
+
+
 class GuardedHttpTools(HttpToolsProtocol):
     first_byte_timeout = 10  # seconds
     read_timeout = 30
@@ -36,7 +40,12 @@ class GuardedHttpTools(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._deadline: asyncio.TimerHandle | None = None
+        self._lingering = False
         self._arm(self.first_byte_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._lingering:  # after a 408 the rest is dropped unread
+            super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -65,7 +74,13 @@ class GuardedHttpTools(HttpToolsProtocol):
             return
         if self.cycle is None or not self.cycle.response_started:
             self.transport.write(_timeout_response())
-        self.transport.close()
+        # Half-close, then close a little later: closed at once, with the client still
+        # sending, the socket would answer its next bytes with a reset, and a reset can
+        # throw the 408 away before the client has read it.
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
 
 def guarded_protocol(settings: Settings) -> type[GuardedHttpTools]:
