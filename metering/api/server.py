@@ -72,8 +72,13 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        if self.cycle is None or not self.cycle.response_started:
-            self.transport.write(_timeout_response())
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # an answer is on its way: cut it
+            return
+        self.transport.write(_timeout_response())
+        if self.cycle is not None:  # the app waiting for the rest of the body: it will not come
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
         # Half-close, then close a little later: closed at once, with the client still
         # sending, the socket would answer its next bytes with a reset, and a reset can
         # throw the 408 away before the client has read it.
