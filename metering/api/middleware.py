@@ -16,6 +16,10 @@ from metering.api.problems import send_problem
 from metering.logging import get_logger
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+# Recorded for a request whose client went away (or was cut off as too slow, with a 408 from
+# the server's guard) before the answer: nginx's "client closed request".  Whatever the app
+# then tried to answer never left, and is not a 5xx of the service.
+CLIENT_GONE = 499
 log = get_logger("metering.access")
 # Request ids: a random prefix per process and a counter, unique across instances without
 # a call to the OS's random source on every request.
@@ -47,11 +51,18 @@ def request_id_middleware(metrics: Metrics):  # type: ignore[no-untyped-def]
             rid = request_id(dict(scope["headers"]))
             status = 500
             started = time.perf_counter()
+            gone = False
+
+            async def receive_noting_disconnect() -> Message:
+                nonlocal gone
+                message = await receive()
+                gone = gone or message["type"] == "http.disconnect"
+                return message
 
             async def send_with_id(message: Message) -> None:
                 nonlocal status
                 if message["type"] == "http.response.start":
-                    status = message["status"]
+                    status = CLIENT_GONE if gone else message["status"]
                     message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
                 await send(message)
 
@@ -61,7 +72,7 @@ def request_id_middleware(metrics: Metrics):  # type: ignore[no-untyped-def]
                         # No id or parameter of this API holds one, and PostgreSQL text cannot.
                         await send_problem(send_with_id, 400, "the URL holds a NUL character (%00)")
                     else:
-                        await app(scope, receive, send_with_id)
+                        await app(scope, receive_noting_disconnect, send_with_id)
                 finally:
                     # The route as declared ("/v1/invoices/{invoice_id}"): one label however many ids.
                     record(metrics, scope, scope.get("path_template", "unmatched"), status, started)

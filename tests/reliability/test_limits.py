@@ -71,6 +71,11 @@ def test_slow_body_is_408(server):
                  b"Content-Length: 1000\r\nAuthorization: Bearer " + ADMIN_TOKEN.encode() + b"\r\n\r\n{")
     answer = read_all(sock, 5)
     assert answer.startswith(b"HTTP/1.1 408")
+    # Counted as the client's doing, not as a 5xx of the service (the app saw the body end early).
+    metrics = httpx.get(f"{server.url}/metrics").text
+    posts = [line for line in metrics.splitlines() if line.startswith("metering_http_request_seconds_count")
+             and 'method="POST"' in line]
+    assert posts and all('status="499"' in line for line in posts), posts
 
 
 def test_health_answers_while_a_10k_batch_is_ingested(server):
