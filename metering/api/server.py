@@ -13,18 +13,16 @@ import asyncio
 import gc
 from typing import Any
 
-import msgspec
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from metering.api.problems import PROBLEM_JSON, problem_body
 from metering.settings import Settings
 
 
 def _timeout_response() -> bytes:
-    body = msgspec.json.encode({
-        "type": "https://metering.dev/problems/request-timeout", "title": "Request Timeout", "status": 408,
-        "detail": "the request did not arrive in time", "errors": []})
-    head = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\n"
+    body = problem_body(408, "the request did not arrive in time")
+    head = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: " + PROBLEM_JSON.encode() + b"\r\n"
             b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n")
     return head + body
 
