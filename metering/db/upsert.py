@@ -83,6 +83,10 @@ class BulkSQL:
         raw = conn.connection.driver_connection
         return raw.executemany(stmt, params) if isinstance(params, list) else raw.execute(stmt, params)
 
+    def execute_all(self, conn: Connection, chunks: list[tuple[str, Any]]) -> int:
+        """Run ``(sql, parameters)`` pairs (as the methods below make them); the rows they changed."""
+        return sum(self.execute(conn, stmt, params).rowcount for stmt, params in chunks)
+
     # -- inserts -----------------------------------------------------------------------
 
     def insert_chunks(

@@ -281,9 +281,7 @@ def _conflict(index: int) -> Conflict:
 def _store(conn: Connection, sql: BulkSQL, batch: Prepared, derivation: Derivation | None) -> IngestResult:
     """Insert one request's events inside the current transaction."""
     rows, unique, indexes, derived = batch
-    inserted = 0
-    for stmt, params in sql.insert_chunks(EVENTS, EVENT_COLUMNS, unique, ON_KEY_CONFLICT):
-        inserted += sql.execute(conn, stmt, params).rowcount
+    inserted = sql.execute_all(conn, sql.insert_chunks(EVENTS, EVENT_COLUMNS, unique, ON_KEY_CONFLICT))
     if inserted < len(unique):  # some were stored before: repeats, or conflicts?
         stored = _stored_hashes(conn, sql, [_key(r) for r in unique])
         for offset, row in enumerate(unique):
@@ -333,8 +331,7 @@ def _store_together(
         fresh = [r for r in unique if _key(r) not in stored]
         new_rows += fresh
         outcomes[i] = IngestResult(accepted=len(fresh), duplicates=len(batches[i].rows) - len(fresh))
-    inserted = sum(sql.execute(conn, stmt, params).rowcount
-                   for stmt, params in sql.insert_chunks(EVENTS, EVENT_COLUMNS, new_rows, ON_KEY_CONFLICT))
+    inserted = sql.execute_all(conn, sql.insert_chunks(EVENTS, EVENT_COLUMNS, new_rows, ON_KEY_CONFLICT))
     if inserted != len(new_rows):
         raise RuntimeError("events appeared while the ingest lock was held")
     if derivation is not None and new_rows:  # a few small requests: prepared here, for their new rows only

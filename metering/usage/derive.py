@@ -215,11 +215,6 @@ def _load_histories(conn: Connection, sql: BulkSQL, keys: list[SandboxKey]) -> d
     return histories
 
 
-def _execute(conn: Connection, sql: BulkSQL, chunks: list[tuple[str, Any]]) -> None:
-    for stmt, params in chunks:
-        sql.execute(conn, stmt, params)
-
-
 def apply(conn: Connection, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
     """Bring the usage tables up to date with just-stored events (``lifecycle_events`` of their
     rows), in their transaction."""
@@ -243,17 +238,17 @@ def apply(conn: Connection, new: dict[SandboxKey, list[LifecycleEvent]]) -> None
             events = parse_history(stored[key])
             old.apply(key, Fold(), events)
             changes.apply(key, Fold(), merge(events, new[key]), rewrite=True)
-        _execute(conn, sql, sql.for_each_key("DELETE FROM usage_intervals", INTERVAL_KEY,
-                                        sorted({(iv[0], iv[4], iv[2]) for iv in old.intervals})))
-        _execute(conn, sql, sql.for_each_key("DELETE FROM usage_extensions", EXTENSION_KEY,
-                                        sorted({(ext[0], ext[4], ext[2]) for ext in old.extensions})))
-    _execute(conn, sql, sql.for_each_key("DELETE FROM usage_intervals", INTERVAL_KEY, changes.drop_open,
-                                    'AND "end" IS NULL'))
-    _execute(conn, sql, sql.insert_chunks(INTERVALS, INTERVAL_COLUMNS, changes.intervals))
-    _execute(conn, sql, sql.insert_chunks(EXTENSIONS, EXTENSION_COLUMNS, changes.extensions))
-    _execute(conn, sql, sql.insert_chunks(STATES, STATE_COLUMNS, changes.states, STATE_APPEND))
-    _execute(conn, sql, sql.insert_chunks(STATES, STATE_COLUMNS, changes.rewritten, STATE_REPLACE))
-    _execute(conn, sql, sql.insert_chunks(MARKS, ("workspace_id", "since"), earliest_change(new)))
+        sql.execute_all(conn, sql.for_each_key("DELETE FROM usage_intervals", INTERVAL_KEY,
+                                               sorted({(iv[0], iv[4], iv[2]) for iv in old.intervals})))
+        sql.execute_all(conn, sql.for_each_key("DELETE FROM usage_extensions", EXTENSION_KEY,
+                                               sorted({(ext[0], ext[4], ext[2]) for ext in old.extensions})))
+    sql.execute_all(conn, sql.for_each_key("DELETE FROM usage_intervals", INTERVAL_KEY, changes.drop_open,
+                                           'AND "end" IS NULL'))
+    sql.execute_all(conn, sql.insert_chunks(INTERVALS, INTERVAL_COLUMNS, changes.intervals))
+    sql.execute_all(conn, sql.insert_chunks(EXTENSIONS, EXTENSION_COLUMNS, changes.extensions))
+    sql.execute_all(conn, sql.insert_chunks(STATES, STATE_COLUMNS, changes.states, STATE_APPEND))
+    sql.execute_all(conn, sql.insert_chunks(STATES, STATE_COLUMNS, changes.rewritten, STATE_REPLACE))
+    sql.execute_all(conn, sql.insert_chunks(MARKS, ("workspace_id", "since"), earliest_change(new)))
 
 
 def earliest_change(new: dict[SandboxKey, list[LifecycleEvent]]) -> list[tuple[str, int]]:
