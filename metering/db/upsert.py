@@ -17,6 +17,7 @@ The returned ``rowcount`` is the number of rows inserted (skipped conflicts not 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from itertools import chain
@@ -87,6 +88,20 @@ class BulkSQL:
         """Run ``(sql, parameters)`` pairs (as the methods below make them); the rows they changed."""
         return sum(self.execute(conn, stmt, params).rowcount for stmt, params in chunks)
 
+    def execute_together(self, conn: Connection, chunks: list[tuple[str, Any]]) -> None:
+        """Run statements none of which reads the rows another one writes.
+
+        On PostgreSQL they go as one statement, each a data-modifying ``WITH`` query: one round
+        trip instead of one each.  They all see the tables as they were before it (a ``DELETE``
+        does not see the rows an ``INSERT`` beside it adds), and each row may be changed by
+        one of them only.  Elsewhere they run one after the other, in order.
+        """
+        if not self.is_pg or len(chunks) < 2:
+            self.execute_all(conn, chunks)
+            return
+        stmt = _pg_together_sql(tuple(stmt for stmt, _ in chunks))
+        self.execute(conn, stmt, tuple(param for _, (param,) in chunks))
+
     # -- inserts -----------------------------------------------------------------------
 
     def insert_chunks(
@@ -133,17 +148,20 @@ class BulkSQL:
         return out
 
     def for_each_key(
-        self, head: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]], tail: str = "",
+        self, table: Table, head: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]], tail: str = "",
     ) -> list[tuple[str, Any]]:
         """``head`` restricted to ``key_columns = key``, run once per key (``executemany``).
 
         For a few keys on a big table, when an index covers only the key's leading columns:
-        each key is an equality search on it.
+        each key is an equality search on it.  PostgreSQL's planner makes that of
+        ``keyed_chunks``' one JSON array too (a nested loop over its keys; EXPLAINed on a
+        million rows), so there it is that: one statement, which ``execute_together`` can join.
         """
         if not keys:
             return []
-        marks = [f"${i}" if self.is_pg else "?" for i in range(1, len(key_columns) + 1)]
-        where = " AND ".join(f"{_quote(c)} = {m}" for c, m in zip(key_columns, marks))
+        if self.is_pg:
+            return self.keyed_chunks(table, head, key_columns, keys, tail)
+        where = " AND ".join(f"{_quote(c)} = ?" for c in key_columns)
         return [(f"{head} WHERE {where} {tail}", [tuple(k) for k in keys])]
 
 
@@ -166,3 +184,13 @@ def _sqlite_keyed_sql(head: str, cols: str, width: int, n: int, tail: str) -> st
 def _pg_insert_sql(table: Table, columns: tuple[str, ...], on_conflict: str) -> str:
     names = ", ".join(_quote(c) for c in columns)
     return f"INSERT INTO {_quote(table.name)} ({names}) {_pg_rows_select(table, columns)} {on_conflict}"
+
+
+_FIRST_PARAM = re.compile(r"\$1(?!\d)")
+
+
+@lru_cache(maxsize=128)
+def _pg_together_sql(statements: tuple[str, ...]) -> str:
+    """PostgreSQL statements of one parameter each (``$1``, the JSON rows) as one statement."""
+    queries = ", ".join(f"q{n} AS ({_FIRST_PARAM.sub(f'${n}', stmt)})" for n, stmt in enumerate(statements, 1))
+    return f"WITH {queries} SELECT 1"

@@ -231,6 +231,7 @@ def apply(conn: Connection, new: dict[SandboxKey, list[LifecycleEvent]]) -> None
             changes.apply(key, fold or Fold(), new[key])
         else:
             redo.append(key)
+    deletes = []
     if redo:  # out of order or repeated: derive these sandboxes again from all their events
         stored = _load_histories(conn, sql, redo)
         old = Changes()  # what the stored events derived: the rows to delete
@@ -238,17 +239,22 @@ def apply(conn: Connection, new: dict[SandboxKey, list[LifecycleEvent]]) -> None
             events = parse_history(stored[key])
             old.apply(key, Fold(), events)
             changes.apply(key, Fold(), merge(events, new[key]), rewrite=True)
-        sql.execute_all(conn, sql.for_each_key("DELETE FROM usage_intervals", INTERVAL_KEY,
-                                               sorted({(iv[0], iv[4], iv[2]) for iv in old.intervals})))
-        sql.execute_all(conn, sql.for_each_key("DELETE FROM usage_extensions", EXTENSION_KEY,
-                                               sorted({(ext[0], ext[4], ext[2]) for ext in old.extensions})))
-    sql.execute_all(conn, sql.for_each_key("DELETE FROM usage_intervals", INTERVAL_KEY, changes.drop_open,
-                                           'AND "end" IS NULL'))
-    sql.execute_all(conn, sql.insert_chunks(INTERVALS, INTERVAL_COLUMNS, changes.intervals))
-    sql.execute_all(conn, sql.insert_chunks(EXTENSIONS, EXTENSION_COLUMNS, changes.extensions))
-    sql.execute_all(conn, sql.insert_chunks(STATES, STATE_COLUMNS, changes.states, STATE_APPEND))
-    sql.execute_all(conn, sql.insert_chunks(STATES, STATE_COLUMNS, changes.rewritten, STATE_REPLACE))
-    sql.execute_all(conn, sql.insert_chunks(MARKS, ("workspace_id", "since"), earliest_change(new)))
+        deletes += sql.for_each_key(INTERVALS, "DELETE FROM usage_intervals", INTERVAL_KEY,
+                                    sorted({(iv[0], iv[4], iv[2]) for iv in old.intervals}))
+        deletes += sql.for_each_key(EXTENSIONS, "DELETE FROM usage_extensions", EXTENSION_KEY,
+                                    sorted({(ext[0], ext[4], ext[2]) for ext in old.extensions}))
+    deletes += sql.for_each_key(INTERVALS, "DELETE FROM usage_intervals", INTERVAL_KEY, changes.drop_open,
+                                'AND "end" IS NULL')
+    # The deletes only remove rows stored before this batch, and no two statements write one
+    # row (a sandbox's state is appended to or rewritten, not both): they may go together.
+    sql.execute_together(conn, [
+        *deletes,
+        *sql.insert_chunks(INTERVALS, INTERVAL_COLUMNS, changes.intervals),
+        *sql.insert_chunks(EXTENSIONS, EXTENSION_COLUMNS, changes.extensions),
+        *sql.insert_chunks(STATES, STATE_COLUMNS, changes.states, STATE_APPEND),
+        *sql.insert_chunks(STATES, STATE_COLUMNS, changes.rewritten, STATE_REPLACE),
+        *sql.insert_chunks(MARKS, ("workspace_id", "since"), earliest_change(new)),
+    ])
 
 
 def earliest_change(new: dict[SandboxKey, list[LifecycleEvent]]) -> list[tuple[str, int]]:

@@ -15,7 +15,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import event as sa_event, text
 
 from metering.errors import Conflict
 from metering.events.schemas import WireEvent
@@ -267,3 +267,36 @@ def test_ingest_statements_search_indexes_and_scan_no_table(tmp_path):
             assert not scans, (sql[:200], plan)
     finally:
         writer.close()
+
+
+class _Statements:
+    """The statements (and their parameters) an engine runs while this is open."""
+
+    def __init__(self, engine):
+        self.engine, self.run = engine.sync_engine, []
+
+    def _record(self, conn, cursor, statement, parameters, context, executemany):  # noqa: PLR0913
+        self.run.append((statement, parameters))
+
+    def __enter__(self):
+        sa_event.listen(self.engine, "before_cursor_execute", self._record)
+        return self.run
+
+    def __exit__(self, *exc):
+        sa_event.remove(self.engine, "before_cursor_execute", self._record)
+
+
+async def test_postgres_ingest_writes_its_usage_rows_in_one_statement(db, engine_name):
+    """On PostgreSQL each statement is a round trip: a group's derived rows (an interval
+    closed, one opened, an extension, state rows, marks) all go in one."""
+    if engine_name != "postgresql":
+        pytest.skip("SQLite runs in the writer's process: a statement costs no round trip there")
+    await _write(db, [_rows(_lifecycle("sb_a")[0]), _rows(_lifecycle("sb_b")[0])])
+    with _Statements(db.engine) as run:
+        await _write(db, [_rows(*_lifecycle("sb_a")[1:]), _rows(*_lifecycle("sb_b")[1:])])
+    writes = [sql for sql, _ in run if "usage_" in sql or "INSERT INTO \"sandbox_states\"" in sql]
+    assert len(writes) == 1, writes
+    for table in ("usage_intervals", "usage_extensions", "sandbox_states", "usage_marks"):
+        assert table in writes[0]
+    assert "DELETE FROM usage_intervals" in writes[0]  # the open intervals that were closed
+    assert await _count(db, "usage_intervals") == 6  # per sandbox: Jan 31 23:00-24:00, Feb 1 00:00-01:00, 02:00-open
