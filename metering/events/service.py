@@ -50,6 +50,17 @@ MAX_REPORTED_ERRORS = 100
 ON_KEY_CONFLICT = "ON CONFLICT (source, event_id) DO NOTHING"
 # Serializes ingest transactions across processes on PostgreSQL (SQLite's write lock does it there).
 PG_INGEST_LOCK = 0x6D6574_6572696E  # "meterin"
+# The first statement of a PostgreSQL ingest transaction: the lock, and plans that search
+# indexes.  Every row the transaction reads or deletes it finds by key, for the keys the
+# requests carry; but the planner counts 100 keys in any JSON array, and while a table is
+# small or not analyzed yet, hashing all of it looks cheaper than 100 index searches.  A
+# prepared statement keeps that plan as the table grows (every transaction read all of
+# events and sandbox_states, until the next autoanalyze).  set_config(..., true): this
+# transaction only.
+PG_INGEST_BEGIN = (
+    f"SELECT pg_advisory_xact_lock({PG_INGEST_LOCK}), "
+    + ", ".join(f"set_config('{name}', 'off', true)" for name in ("enable_hashjoin", "enable_mergejoin", "enable_seqscan"))
+)
 # A group commit holds at most this many events: it is for many small requests (one big batch
 # goes alone; reading the stored keys of a big group up front would cost more than the fsync saved).
 MAX_GROUP_EVENTS = 2_000
@@ -366,7 +377,7 @@ def write_group(
     """
     sql = BulkSQL(conn.dialect.name)
     if sql.is_pg:  # one ingest transaction at a time, across service instances too
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_INGEST_LOCK})")
+        conn.exec_driver_sql(PG_INGEST_BEGIN)
     if len(batches) == 1:
         return [_store(conn, sql, batches[0], derivation)]
     outcomes = _store_together(conn, sql, batches, derivation)

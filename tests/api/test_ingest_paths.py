@@ -9,6 +9,7 @@
 - Migration 0006 fills sandbox_states from the events already stored, and 0010 their history.
 """
 
+import re
 from functools import partial
 
 import msgspec
@@ -19,7 +20,7 @@ from sqlalchemy import event as sa_event, text
 
 from metering.errors import Conflict
 from metering.events.schemas import WireEvent
-from metering.events.service import parse_events, prepare, write_group
+from metering.events.service import PG_INGEST_BEGIN, parse_events, prepare, write_group
 from metering.usage.derive import USAGE_DERIVATION
 from tests.factories import event
 
@@ -300,3 +301,26 @@ async def test_postgres_ingest_writes_its_usage_rows_in_one_statement(db, engine
         assert table in writes[0]
     assert "DELETE FROM usage_intervals" in writes[0]  # the open intervals that were closed
     assert await _count(db, "usage_intervals") == 6  # per sandbox: Jan 31 23:00-24:00, Feb 1 00:00-01:00, 02:00-open
+
+
+async def test_postgres_ingest_statements_search_indexes(db, engine_name):
+    """The PostgreSQL side of the test above: the planner, which counts 100 keys in any JSON
+    array, would hash a whole small or unanalyzed table (the tables here hold a few rows)
+    rather than search its index 100 times; the writer's plans must search indexes anyway,
+    because a prepared statement keeps its plan as the table grows to millions of rows."""
+    if engine_name != "postgresql":
+        pytest.skip("the SQLite writer's plans are checked above")
+    late = _lifecycle("sb_late")
+    with _Statements(db.engine) as run:
+        for batches in ([_rows(*_lifecycle("sb_a"))], [_rows(late[3])], [_rows(late[0]), _rows(late[2])],
+                        [_rows(late[3], late[1])]):
+            await _write(db, batches)
+    queries = [(sql, params) for sql, params in run if sql.split(None, 1)[0] in ("SELECT", "DELETE", "WITH")
+               and "pg_advisory_xact_lock" not in sql]
+    assert any("FROM events" in sql for sql, _ in queries)
+    assert any("DELETE FROM usage_intervals" in sql for sql, _ in queries)  # the late event's re-derivation
+    async with db.engine.begin() as conn:
+        await conn.exec_driver_sql(PG_INGEST_BEGIN)
+        for sql, params in queries:
+            plan = "\n".join(row[0] for row in await conn.exec_driver_sql(f"EXPLAIN {sql}", params))
+            assert not re.search(r"Seq Scan|Hash (Semi |Anti )?Join|Merge", plan), (sql[:200], plan)
