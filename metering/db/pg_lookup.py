@@ -1,6 +1,6 @@
 """Short lookups by key on PostgreSQL (the token check on every request), on asyncpg directly.
 
-Through the async engine such a lookup cost ~540 us of CPU here: a pool checkout with its
+Through the async engine such a lookup cost ~540 us of CPU here: a pool checkout with (then) its
 pre-ping round trip, SQLAlchemy's connection, autocommit and statement machinery, and the
 greenlet bridge.  asyncpg alone, on a connection it keeps, costs ~60 us.  One connection
 (outside the engine's pool), one lookup at a time: each is a single round trip to an index,

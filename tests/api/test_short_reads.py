@@ -75,3 +75,18 @@ async def test_lookup_survives_the_server_closing_its_connection(db, engine_name
     (second_pid,) = await db.first_row("SELECT pg_backend_pid() WHERE :x = 1", {"x": 1})
     assert second_pid != first_pid
     assert await db.first_row("SELECT 1, 'a' WHERE :x = 1", {"x": 1}) == (1, "a")
+
+
+async def test_pooled_connections_survive_the_server_closing_them(db, engine_name):
+    """No pre-ping round trip on checkout: a pooled connection the server closed is seen
+    closed and replaced, and the read on it does not fail."""
+    if engine_name != "postgresql":
+        pytest.skip("SQLite has no server to close a connection")
+    async with db.connect() as killer:
+        async with db.connect() as conn:
+            first_pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+        await killer.exec_driver_sql(f"SELECT pg_terminate_backend({int(first_pid)})")  # in the pool now
+    await asyncio.sleep(0.2)
+    for _ in range(3):  # whichever pooled connection each checkout takes
+        async with db.connect() as conn:
+            assert (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one() != first_pid
