@@ -157,6 +157,38 @@ async def test_ten_thousand_events_fit(client, writer, db):
     assert await stored_count(db) == 10_000
 
 
+async def test_big_batches_are_parsed_off_the_event_loop(client, writer, db, monkeypatch):
+    """Parsing 10,000 events takes tens of milliseconds, in which the event loop would answer
+    nobody: a big batch is parsed on a thread, a single event right away on the loop."""
+    import asyncio
+
+    from metering.events import controller
+
+    on_the_loop = []
+
+    def parse_events(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            on_the_loop.append(True)
+        except RuntimeError:  # no event loop runs in this thread
+            on_the_loop.append(False)
+        return real(*args, **kwargs)
+
+    real = controller.parse_events
+    monkeypatch.setattr(controller, "parse_events", parse_events)
+    batch = [event("sandbox.extended", T0, minutes=15, sandbox_id=f"sb_{i % 50}") for i in range(2_000)]
+    batch[1_500]["data"]["minutes"] = 7  # not a multiple of 15
+    resp = await client.post("/v1/events", json=batch, headers={**writer, **BATCH})
+    assert resp.status_code == 422 and [e["index"] for e in resp.json()["errors"]] == [1_500]
+    batch[1_500]["data"]["minutes"] = 15
+    resp = await client.post("/v1/events", json=batch, headers={**writer, **BATCH})
+    assert resp.status_code == 202 and resp.json() == {"accepted": 2_000, "duplicates": 0}
+    resp = await client.post("/v1/events", json=event("sandbox.running", T0), headers={**writer, **SINGLE})
+    assert resp.status_code == 202
+    assert on_the_loop[-1] is True and not any(on_the_loop[:-1]), on_the_loop
+    assert await stored_count(db) == 2_001
+
+
 async def test_body_over_limit_is_413(settings, db, make_token):
     from litestar.testing import AsyncTestClient
 
