@@ -2,10 +2,10 @@
 
 Checks ``REV`` out into a temporary git worktree and runs the same medium-size benchmarks
 (``--only``; by default usage query on 1,000,000 events, a billing run over 1,000
-workspaces, single events at 1,000 requests/s on SQLite; ``ingest`` / ``ingest_pg`` add
-batched HTTP ingest of 200,000 events on SQLite / PostgreSQL) on that tree and on this one,
-alternating, ``--rounds`` times:
-on a shared machine only numbers taken side by side compare.  Each tree runs its own code
+workspaces, single events at 1,000 requests/s on SQLite; ``single_pg`` adds them on
+PostgreSQL, ``ingest`` / ``ingest_pg`` batched HTTP ingest of 200,000 events on SQLite /
+PostgreSQL) on that tree and on this one, alternating, ``--rounds`` times: on a shared
+machine only numbers taken side by side compare.  Each tree runs its own code
 (``PYTHONPATH``) with this checkout's virtualenv; REV must have the ``bench.reads`` and
 ``bench.ingest`` functions used here.  Writes ``bench/results/compare-<date>.json``.
 """
@@ -34,11 +34,12 @@ for name in sys.argv[1].split(","):
         out["usage_query_1m_events_ms"] = usage_query(1_000_000, 100, 300, work)["latency_ms"]
     elif name == "billing":
         out["billing_run_1k_workspaces_s"] = billing_run(1_000, 100_000, work)["seconds"]
-    elif name == "single":
-        single = single_events("sqlite", 10_000, 1_000, work)
-        out["single_event_sqlite"] = {**single["latency_ms"], "rate": single["achieved_rate"],
-                                      "server_cpu_ms": single["server_cpu_ms_per_request"],
-                                      "writer_cpu_ms": single.get("writer_cpu_ms_per_request", 0)}
+    elif name in ("single", "single_pg"):
+        engine = "sqlite" if name == "single" else "postgresql"
+        single = single_events(engine, 10_000, 1_000, work)
+        out[f"single_event_{engine}"] = {**single["latency_ms"], "rate": single["achieved_rate"],
+                                         "server_cpu_ms": single["server_cpu_ms_per_request"],
+                                         "writer_cpu_ms": single.get("writer_cpu_ms_per_request", 0)}
     elif name in ("ingest", "ingest_pg"):
         engine = "sqlite" if name == "ingest" else "postgresql"
         run = batched(engine, 20, 2_500, work)
@@ -47,7 +48,7 @@ for name in sys.argv[1].split(","):
                                            "writer_cpu_us": run.get("writer_cpu_us_per_event", 0)}
 print(json.dumps(out))
 """
-BENCHMARKS = ("usage", "billing", "single", "ingest", "ingest_pg")
+BENCHMARKS = ("usage", "billing", "single", "single_pg", "ingest", "ingest_pg")
 
 
 def measure(tree: Path, only: str) -> dict:

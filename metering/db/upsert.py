@@ -153,9 +153,10 @@ class BulkSQL:
         """``head`` restricted to ``key_columns = key``, run once per key (``executemany``).
 
         For a few keys on a big table, when an index covers only the key's leading columns:
-        each key is an equality search on it.  PostgreSQL's planner makes that of
-        ``keyed_chunks``' one JSON array too (a nested loop over its keys; EXPLAINed on a
-        million rows), so there it is that: one statement, which ``execute_together`` can join.
+        each key is an equality search on it.  On PostgreSQL it is ``keyed_chunks``' one
+        JSON array instead, which ``execute_together`` can join: its planner makes the same
+        per-key searches of that, given a big table or the ingest transaction's settings
+        (events.service ``PG_INGEST_BEGIN``).
         """
         if not keys:
             return []
