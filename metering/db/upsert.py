@@ -2,8 +2,8 @@
 
 ``insert_ignore`` is the SQLAlchemy Core construct, fine for a few rows.  The ingest path
 moves thousands of rows per request; compiling Core statements for each of them costs more
-than the database work, so ``BulkSQL`` renders driver SQL once per shape and runs it with
-``BulkSQL.execute``:
+than the database work, so ``BulkSQL`` renders driver SQL once per shape and runs it on the
+driver (db.statements):
 
 - SQLite: multi-row ``VALUES (?, ...), (?, ...)`` with one flat parameter tuple, in chunks
   that stay under SQLite's bound-variable limit;
@@ -12,7 +12,7 @@ than the database work, so ``BulkSQL`` renders driver SQL once per shape and run
   prepares it once per connection.  (Array parameters with ``unnest`` cost the client about
   five times more CPU: asyncpg inspects every element of every array in Python.)
 
-The returned ``rowcount`` is the number of rows inserted (skipped conflicts not counted).
+The row count of an insert is the number of rows inserted (skipped conflicts not counted).
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from typing import Any
 
 import msgspec
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
+
+from metering.db.statements import Statements, statements_for
 
 # SQLite allows 32,766 bound variables per statement; keep well below it.
 SQLITE_MAX_VARIABLES = 8_000
@@ -65,30 +67,21 @@ def _pg_rows_select(table: Table, columns: tuple[str, ...]) -> str:
 
 
 class BulkSQL:
-    """Bulk ``INSERT`` (optionally ``ON CONFLICT``) and keyed ``SELECT`` / ``DELETE`` for one dialect."""
+    """Bulk ``INSERT`` (optionally ``ON CONFLICT``) and keyed ``SELECT`` / ``DELETE`` for one
+    connection's dialect, run on that connection (db.statements)."""
 
-    def __init__(self, dialect: str) -> None:
-        self.dialect = dialect
-        self.is_pg = dialect == "postgresql"
+    def __init__(self, conn: Any) -> None:
+        self.run: Statements = statements_for(conn)
+        self.is_pg = self.run.dialect == "postgresql"
 
-    def execute(self, conn: Connection, stmt: str, params: Any) -> Any:
-        """Run one of these statements; the cursor, to iterate or read ``rowcount`` from.
+    def rows(self, stmt: str, params: Any) -> list[Any]:
+        return self.run.rows(stmt, params)
 
-        On the sqlite3 module's connections (the SQLite writer's) straight through it:
-        SQLAlchemy's execution context costs ~40 us a statement, and a single-event ingest
-        transaction has six.  A list of ``params`` runs the statement once for each
-        (``executemany``).
-        """
-        if conn.dialect.driver != "pysqlite":  # asyncpg, or aiosqlite (whose calls are async)
-            return conn.exec_driver_sql(stmt, params)
-        raw = conn.connection.driver_connection
-        return raw.executemany(stmt, params) if isinstance(params, list) else raw.execute(stmt, params)
-
-    def execute_all(self, conn: Connection, chunks: list[tuple[str, Any]]) -> int:
+    def execute_all(self, chunks: list[tuple[str, Any]]) -> int:
         """Run ``(sql, parameters)`` pairs (as the methods below make them); the rows they changed."""
-        return sum(self.execute(conn, stmt, params).rowcount for stmt, params in chunks)
+        return sum(self.run.count(stmt, params) for stmt, params in chunks)
 
-    def execute_together(self, conn: Connection, chunks: list[tuple[str, Any]]) -> None:
+    def execute_together(self, chunks: list[tuple[str, Any]]) -> None:
         """Run statements none of which reads the rows another one writes.
 
         On PostgreSQL they go as one statement, each a data-modifying ``WITH`` query: one round
@@ -97,10 +90,10 @@ class BulkSQL:
         one of them only.  Elsewhere they run one after the other, in order.
         """
         if not self.is_pg or len(chunks) < 2:
-            self.execute_all(conn, chunks)
+            self.execute_all(chunks)
             return
         stmt = _pg_together_sql(tuple(stmt for stmt, _ in chunks))
-        self.execute(conn, stmt, tuple(param for _, (param,) in chunks))
+        self.run.count(stmt, tuple(param for _, (param,) in chunks))
 
     # -- inserts -----------------------------------------------------------------------
 

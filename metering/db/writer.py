@@ -2,9 +2,9 @@
 
 On a SQLite file each transaction runs in the writer's own process (db.write_process: why
 a process, and its protocol), one after the other, started with the runner and started
-again if it dies.
-Otherwise (PostgreSQL, an in-memory SQLite) it runs on the async engine, through
-SQLAlchemy's greenlet bridge: the database's work is in the database server's process there.
+again if it dies.  On PostgreSQL, whose work is in the server's process, it runs here on
+a connection of the writer's own (db.pg_writer); on an in-memory SQLite, on the async
+engine through SQLAlchemy's greenlet bridge.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from metering.db.pg_writer import PgWriter
 from metering.errors import Unavailable
 from metering.logging import get_logger
 
@@ -40,6 +40,9 @@ def frame(value: Any) -> bytes:
 class WriteRunner:
     """``await run(fn)``: ``fn(connection)`` in one write transaction; its result, or its error.
 
+    ``connection``: a SQLAlchemy ``Connection``, or on PostgreSQL a ``PgTransaction``; both
+    run driver SQL through db.statements.
+
     ``preload``: modules the writer process imports as it starts (those of the functions it
     will be sent).  Several calls may be in flight at once: the writer process takes them in
     order, so the next one is there the moment a transaction ends.
@@ -51,6 +54,7 @@ class WriteRunner:
         on_file = engine.dialect.name == "sqlite" and url.database not in (None, "", ":memory:")
         self._path = os.path.abspath(url.database) if on_file else None
         self._preload = tuple(preload)
+        self._pg = PgWriter(engine) if engine.dialect.name == "postgresql" else None
         self._lock = asyncio.Lock()
         self._conn: _Connection | None = None
         self._spawned = self._spawn() if self._path is not None else None  # started with the service
@@ -87,7 +91,9 @@ class WriteRunner:
         self._conn = _Connection(proc, *await asyncio.open_connection(sock=sock))
         return self._conn
 
-    async def run(self, fn: Callable[[Connection], T]) -> T:
+    async def run(self, fn: Callable[[Any], T]) -> T:
+        if self._pg is not None:
+            return await self._pg.run(fn)
         if self._path is None:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(fn)
@@ -106,6 +112,8 @@ class WriteRunner:
 
     async def close(self) -> None:
         """Stop the writer process: it finishes the transaction in progress, then exits."""
+        if self._pg is not None:
+            await self._pg.close()
         async with self._lock:
             conn, self._conn = self._conn, None
             spawned, self._spawned = self._spawned, None

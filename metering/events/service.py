@@ -27,6 +27,7 @@ from sqlalchemy import Connection
 
 from metering.core.timeutil import format_time
 from metering.db import Database
+from metering.db.statements import Statements
 from metering.db.upsert import BulkSQL
 from metering.errors import BadRequest, Conflict, Invalid, PayloadTooLarge, field_error
 from metering.events.models import Event
@@ -81,7 +82,7 @@ class Derivation(NamedTuple):
     """
 
     prepare: Callable[[list[Row]], Any]
-    apply: Callable[[Connection, Any], None]
+    apply: Callable[[BulkSQL, Any], None]
 
 
 class Prepared(NamedTuple):
@@ -289,17 +290,17 @@ def _conflict(index: int) -> Conflict:
 # Synchronous: a whole ingest transaction runs in one go on the writer (db.writer.WriteRunner).
 
 
-def _store(conn: Connection, sql: BulkSQL, batch: Prepared, derivation: Derivation | None) -> IngestResult:
+def _store(sql: BulkSQL, batch: Prepared, derivation: Derivation | None) -> IngestResult:
     """Insert one request's events inside the current transaction."""
     rows, unique, indexes, derived = batch
-    inserted = sql.execute_all(conn, sql.insert_chunks(EVENTS, EVENT_COLUMNS, unique, ON_KEY_CONFLICT))
+    inserted = sql.execute_all(sql.insert_chunks(EVENTS, EVENT_COLUMNS, unique, ON_KEY_CONFLICT))
     if inserted < len(unique):  # some were stored before: repeats, or conflicts?
-        stored = _stored_hashes(conn, sql, [_key(r) for r in unique])
+        stored = _stored_hashes(sql, [_key(r) for r in unique])
         for offset, row in enumerate(unique):
             if stored[_key(row)] != row[BODY_HASH]:
                 raise _conflict(indexes[offset])
     if derivation is not None and inserted:
-        derivation.apply(conn, derived if derived is not None else derivation.prepare(unique))
+        derivation.apply(sql, derived if derived is not None else derivation.prepare(unique))
     return IngestResult(accepted=inserted, duplicates=len(rows) - inserted)
 
 
@@ -307,16 +308,16 @@ def _key(row: Row) -> tuple[str, str]:
     return row[SOURCE], row[EVENT_ID]
 
 
-def _stored_hashes(conn: Connection, sql: BulkSQL, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+def _stored_hashes(sql: BulkSQL, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
     stored: dict[tuple[str, str], str] = {}
     for stmt, params in sql.keyed_chunks(EVENTS, "SELECT source, event_id, body_hash FROM events",
                                          ("source", "event_id"), keys):
-        stored.update(((s, e), h) for s, e, h in sql.execute(conn, stmt, params))
+        stored.update(((s, e), h) for s, e, h in sql.rows(stmt, params))
     return stored
 
 
 def _store_together(
-    conn: Connection, sql: BulkSQL, batches: list[Prepared], derivation: Derivation | None
+    sql: BulkSQL, batches: list[Prepared], derivation: Derivation | None
 ) -> list[IngestResult | Exception] | None:
     """Several requests' events in one set of statements, or None if two requests share a key.
 
@@ -332,7 +333,7 @@ def _store_together(
             if owner.setdefault(_key(row), i) != i:
                 return None  # the order between the requests matters: let each go on its own
         requests.append((i, unique, indexes))
-    stored = _stored_hashes(conn, sql, list(owner))
+    stored = _stored_hashes(sql, list(owner))
     new_rows: list[Row] = []
     for i, unique, indexes in requests:
         clash = next((n for n, r in enumerate(unique) if stored.get(_key(r), r[BODY_HASH]) != r[BODY_HASH]), None)
@@ -342,46 +343,45 @@ def _store_together(
         fresh = [r for r in unique if _key(r) not in stored]
         new_rows += fresh
         outcomes[i] = IngestResult(accepted=len(fresh), duplicates=len(batches[i].rows) - len(fresh))
-    inserted = sql.execute_all(conn, sql.insert_chunks(EVENTS, EVENT_COLUMNS, new_rows, ON_KEY_CONFLICT))
+    inserted = sql.execute_all(sql.insert_chunks(EVENTS, EVENT_COLUMNS, new_rows, ON_KEY_CONFLICT))
     if inserted != len(new_rows):
         raise RuntimeError("events appeared while the ingest lock was held")
     if derivation is not None and new_rows:  # a few small requests: prepared here, for their new rows only
-        derivation.apply(conn, derivation.prepare(new_rows))
+        derivation.apply(sql, derivation.prepare(new_rows))
     return outcomes  # type: ignore[return-value]
 
 
 def _store_each(
-    conn: Connection, sql: BulkSQL, batches: list[Prepared], derivation: Derivation | None
+    sql: BulkSQL, batches: list[Prepared], derivation: Derivation | None
 ) -> list[IngestResult | Exception]:
     """One request after the other, each in a savepoint: a 409 rolls back only its own events."""
     outcomes: list[IngestResult | Exception] = []
     for batch in batches:
-        savepoint = conn.begin_nested()
         try:
-            outcome = _store(conn, sql, batch, derivation)
+            with sql.run.savepoint():
+                outcome = _store(sql, batch, derivation)
         except Exception as exc:  # noqa: BLE001 - it is that request's answer
-            savepoint.rollback()
             outcomes.append(exc)
         else:
-            savepoint.commit()
             outcomes.append(outcome)
     return outcomes
 
 
 def write_group(
-    conn: Connection, batches: list[Prepared], derivation: Derivation | None = None
+    conn: Connection | Statements, batches: list[Prepared], derivation: Derivation | None = None
 ) -> list[IngestResult | Exception]:
     """Store several requests' prepared batches in the current transaction, each all or nothing.
 
     One outcome per batch.  With a single batch an error is raised (the caller rolls back).
+    ``conn``: what the writer gives (db.writer), or a caller's connection in a transaction.
     """
-    sql = BulkSQL(conn.dialect.name)
+    sql = BulkSQL(conn)
     if sql.is_pg:  # one ingest transaction at a time, across service instances too
-        conn.exec_driver_sql(PG_INGEST_BEGIN)
+        sql.run.open(PG_INGEST_BEGIN)
     if len(batches) == 1:
-        return [_store(conn, sql, batches[0], derivation)]
-    outcomes = _store_together(conn, sql, batches, derivation)
-    return outcomes if outcomes is not None else _store_each(conn, sql, batches, derivation)
+        return [_store(sql, batches[0], derivation)]
+    outcomes = _store_together(sql, batches, derivation)
+    return outcomes if outcomes is not None else _store_each(sql, batches, derivation)
 
 
 async def store_batch(db: Database, rows: list[Row], *, derivation: Derivation | None = None) -> IngestResult:

@@ -198,31 +198,30 @@ def stored_lifecycles(conn: Connection, chunk: int = 1000) -> Iterator[tuple[San
         yield key, sorted((t, EVENT_RANK[ty], s, e, d, tpl, m) for _, _, t, ty, s, e, d, tpl, m in group)
 
 
-def _load_states(conn: Connection, sql: BulkSQL, keys: list[SandboxKey]) -> dict[SandboxKey, Fold]:
+def _load_states(sql: BulkSQL, keys: list[SandboxKey]) -> dict[SandboxKey, Fold]:
     head = "SELECT " + ", ".join(f'"{c}"' for c in FOLD_COLUMNS) + " FROM sandbox_states"
     states = {}
     for stmt, params in sql.keyed_chunks(STATES, head, ("workspace_id", "sandbox_id"), keys):
-        for ws, sb, t, rank, src, eid, o_start, o_tpl, o_dep, term in sql.execute(conn, stmt, params):
+        for ws, sb, t, rank, src, eid, o_start, o_tpl, o_dep, term in sql.rows(stmt, params):
             states[(ws, sb)] = Fold((t, rank, src, eid), o_start, o_tpl, o_dep, bool(term))
     return states
 
 
-def _load_histories(conn: Connection, sql: BulkSQL, keys: list[SandboxKey]) -> dict[SandboxKey, str]:
+def _load_histories(sql: BulkSQL, keys: list[SandboxKey]) -> dict[SandboxKey, str]:
     head = "SELECT workspace_id, sandbox_id, history FROM sandbox_states"
     histories = {}
     for stmt, params in sql.keyed_chunks(STATES, head, ("workspace_id", "sandbox_id"), keys):
-        histories.update(((ws, sb), text) for ws, sb, text in sql.execute(conn, stmt, params))
+        histories.update(((ws, sb), text) for ws, sb, text in sql.rows(stmt, params))
     return histories
 
 
-def apply(conn: Connection, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
+def apply(sql: BulkSQL, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
     """Bring the usage tables up to date with just-stored events (``lifecycle_events`` of their
     rows), in their transaction."""
     if not new:
         return
-    sql = BulkSQL(conn.dialect.name)
     keys = sorted(new)
-    states = _load_states(conn, sql, keys)
+    states = _load_states(sql, keys)
     changes = Changes()
     redo: list[SandboxKey] = []
     for key in keys:
@@ -233,7 +232,7 @@ def apply(conn: Connection, new: dict[SandboxKey, list[LifecycleEvent]]) -> None
             redo.append(key)
     deletes = []
     if redo:  # out of order or repeated: derive these sandboxes again from all their events
-        stored = _load_histories(conn, sql, redo)
+        stored = _load_histories(sql, redo)
         old = Changes()  # what the stored events derived: the rows to delete
         for key in redo:
             events = parse_history(stored[key])
@@ -247,7 +246,7 @@ def apply(conn: Connection, new: dict[SandboxKey, list[LifecycleEvent]]) -> None
                                 'AND "end" IS NULL')
     # The deletes only remove rows stored before this batch, and no two statements write one
     # row (a sandbox's state is appended to or rewritten, not both): they may go together.
-    sql.execute_together(conn, [
+    sql.execute_together([
         *deletes,
         *sql.insert_chunks(INTERVALS, INTERVAL_COLUMNS, changes.intervals),
         *sql.insert_chunks(EXTENSIONS, EXTENSION_COLUMNS, changes.extensions),

@@ -65,9 +65,20 @@ def _prepared(batches):
 
 
 async def _write(db, batches):
+    """Through a session's connection (SQLAlchemy's, for the statement traces below)."""
     async with db.write() as session:
         conn = await session.connection()
         return await conn.run_sync(partial(write_group, batches=_prepared(batches), derivation=USAGE_DERIVATION))
+
+
+@pytest.fixture(params=["session", "writer"])
+def write(request, db):
+    """``_write``, or the way the service writes: through the database's ingest writer (a
+    process of its own on SQLite, its own asyncpg connection on PostgreSQL)."""
+    if request.param == "session":
+        return partial(_write, db)
+    return lambda batches: db.write_runner().run(
+        partial(write_group, batches=_prepared(batches), derivation=USAGE_DERIVATION))
 
 
 async def _count(db, table):
@@ -75,9 +86,9 @@ async def _count(db, table):
         return (await session.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
 
 
-async def test_group_keeps_each_request_all_or_nothing(db):
+async def test_group_keeps_each_request_all_or_nothing(db, write):
     stored = event("sandbox.running", T0, id="evt_stored", sandbox_id="sb_a")
-    await _write(db, [_rows(stored)])
+    await write([_rows(stored)])
     a = _rows(event("sandbox.stopped", "2026-01-01T01:00:00Z", sandbox_id="sb_a"))
     repeat = _rows(stored, event("sandbox.running", T0, sandbox_id="sb_b"))
     clash = _rows({**stored, "time": "2026-01-01T00:00:05Z"}, event("sandbox.running", T0, sandbox_id="sb_c"))
@@ -86,7 +97,7 @@ async def test_group_keeps_each_request_all_or_nothing(db):
     with pytest.raises(Conflict) as inner_conflict:  # answered before it reaches the writer
         prepare(inner, USAGE_DERIVATION)
     assert inner_conflict.value.errors[0]["index"] == 1
-    outcomes = await _write(db, [a, repeat, clash])
+    outcomes = await write([a, repeat, clash])
     assert [type(o).__name__ for o in outcomes] == ["IngestResult", "IngestResult", "Conflict"]
     assert (outcomes[0].accepted, outcomes[0].duplicates) == (1, 0)
     assert (outcomes[1].accepted, outcomes[1].duplicates) == (1, 1)
@@ -97,10 +108,10 @@ async def test_group_keeps_each_request_all_or_nothing(db):
     assert [tuple(r) for r in rows] == [("sb_a", False), ("sb_b", True)]
 
 
-async def test_requests_sharing_a_key_go_one_after_the_other(db):
+async def test_requests_sharing_a_key_go_one_after_the_other(db, write):
     shared = event("sandbox.running", T0, id="evt_shared", sandbox_id="sb_s")
     changed = {**shared, "time": "2026-01-01T00:00:09Z"}
-    outcomes = await _write(db, [_rows(shared), _rows(shared, event("sandbox.stopped", "2026-01-01T02:00:00Z",
+    outcomes = await write([_rows(shared), _rows(shared, event("sandbox.stopped", "2026-01-01T02:00:00Z",
                                                                     sandbox_id="sb_s")), _rows(changed)])
     assert (outcomes[0].accepted, outcomes[1].accepted, outcomes[1].duplicates) == (1, 1, 1)
     assert isinstance(outcomes[2], Conflict)
@@ -108,10 +119,10 @@ async def test_requests_sharing_a_key_go_one_after_the_other(db):
     assert await _count(db, "usage_intervals") == 1
 
 
-async def test_single_request_conflict_is_raised(db):
-    await _write(db, [_rows(event("sandbox.running", T0, id="evt_1"))])
+async def test_single_request_conflict_is_raised(db, write):
+    await write([_rows(event("sandbox.running", T0, id="evt_1"))])
     with pytest.raises(Conflict):
-        await _write(db, [_rows(event("sandbox.running", "2026-01-01T00:00:01Z", id="evt_1"))])
+        await write([_rows(event("sandbox.running", "2026-01-01T00:00:01Z", id="evt_1"))])
 
 
 def _database_at(tmp_path, revision, events):

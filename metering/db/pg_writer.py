@@ -1,0 +1,134 @@
+"""The ingest writer on PostgreSQL: whole transactions on one asyncpg connection of its own.
+
+Through the async engine an ingest transaction paid, besides its statements, a pool
+checkout, SQLAlchemy's connection, transaction and result machinery around each statement
+(about twice asyncpg's own CPU), and a round trip of its own for ``BEGIN``; the server's
+CPU, shared by every request, set the latency of single events.  Here the transaction's
+function runs in a greenlet, as ``AsyncConnection.run_sync`` runs it, but each statement goes
+to asyncpg directly (``PgTransaction``), and ``BEGIN`` goes with the transaction's first
+statement (``Statements.open``) in one round trip.  One transaction at a time: ingest
+transactions are serialized anyway (events.service ``PG_INGEST_BEGIN``).
+
+A connection the server closed between transactions is replaced (db.pg_connection), and a
+transaction whose first round trip found it gone is run again on a new one.  If it is lost
+later, nothing was committed, or (lost in the ``COMMIT``) nobody knows: the requests get a
+503 and are not acknowledged; sent again, their stored events count as duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import await_only, greenlet_spawn
+
+from metering.db.pg_connection import GONE, OwnConnection
+from metering.errors import Unavailable
+
+T = TypeVar("T")
+
+
+class PgTransaction:
+    """``Statements`` (db.statements) on an asyncpg connection, from inside the writer's greenlet."""
+
+    dialect = "postgresql"
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.begun = False
+        self.answered = False  # a round trip of this transaction has come back
+        self._savepoints = 0
+
+    def _run(self, call: Any) -> Any:
+        result = await_only(call)
+        self.answered = True
+        return result
+
+    def _begin(self) -> None:
+        if not self.begun:
+            self._run(self.conn.execute("BEGIN"))
+            self.begun = True
+
+    def rows(self, sql: str, params: Any) -> list[Any]:
+        self._begin()
+        return self._run(self.conn.fetch(sql, *params))
+
+    def count(self, sql: str, params: Any) -> int:
+        self._begin()
+        status = self._run(self.conn.execute(sql, *params))  # "INSERT 0 3", "DELETE 2", "SELECT 1"
+        last = status.rsplit(" ", 1)[-1]
+        return int(last) if last.isdigit() else 0
+
+    def open(self, sql: str) -> None:
+        if self.begun:
+            self.count(sql, ())
+            return
+        # Without parameters asyncpg sends the simple query protocol, which takes several statements.
+        self._run(self.conn.execute(f"BEGIN; {sql}"))
+        self.begun = True
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        self._savepoints += 1
+        name = f"ingest_{self._savepoints}"
+        self.count(f"SAVEPOINT {name}", ())
+        try:
+            yield
+        except BaseException:
+            self.count(f"ROLLBACK TO SAVEPOINT {name}", ())
+            raise
+        self.count(f"RELEASE SAVEPOINT {name}", ())
+
+
+class PgWriter:
+    """``await run(fn)``: ``fn(PgTransaction)`` in one transaction, committed if it returns."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._own = OwnConnection(engine)
+
+    async def run(self, fn: Callable[[PgTransaction], T]) -> T:
+        async with self._own.lock:
+            for last_try in (False, True):
+                tx = None
+                try:
+                    tx = PgTransaction(await self._own.get())
+                    return await self._transaction(tx, fn)
+                except GONE as exc:
+                    self._own.drop()
+                    # Gone before its first answer, nothing of it reached the database: once more.
+                    if last_try or (tx is not None and tx.answered):
+                        raise _lost() from exc
+        raise AssertionError("unreachable")
+
+    async def _transaction(self, tx: PgTransaction, fn: Callable[[PgTransaction], T]) -> T:
+        try:
+            result = await greenlet_spawn(fn, tx)
+            if tx.begun:
+                await tx.conn.execute("COMMIT")
+            return result
+        except GONE:
+            raise
+        except Exception:
+            if tx.begun:
+                await self._rollback(tx.conn)
+            raise
+        except BaseException:  # cancelled, maybe mid-statement: closed, the server rolls it back
+            self._own.drop()
+            raise
+
+    async def _rollback(self, conn: asyncpg.Connection) -> None:
+        try:
+            await conn.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - the connection is unusable: a new one next time
+            self._own.drop()
+
+    async def close(self) -> None:
+        await self._own.close()
+
+
+def _lost() -> Unavailable:
+    return Unavailable("the database connection was lost while storing this request; it was not acknowledged, "
+                       "send it again (events stored already count as duplicates)")

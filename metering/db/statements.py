@@ -1,0 +1,64 @@
+"""Where the ingest transaction's driver SQL runs: one statement's rows or row count, savepoints.
+
+The ingest transaction (events.service ``write_group``, usage.derive) is synchronous code
+given a connection by the writer (db.writer) or a caller in a transaction:
+
+- a SQLAlchemy ``Connection`` (``SqlAlchemyStatements``): in the SQLite writer's process,
+  straight on its sqlite3 connection (SQLAlchemy's execution context costs ~40 us a
+  statement, and a single-event transaction has several); for an in-memory SQLite or a
+  caller's session, through ``exec_driver_sql``;
+- on PostgreSQL, the writer's own asyncpg connection (db.pg_writer ``PgTransaction``).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from sqlalchemy import Connection
+
+
+class Statements(Protocol):
+    dialect: str
+
+    def rows(self, sql: str, params: Any) -> list[Any]:
+        """The rows of one statement (tuples, or records that unpack like them)."""
+
+    def count(self, sql: str, params: Any) -> int:
+        """Run one statement; the rows it changed.  A list of ``params`` runs it once for each."""
+
+    def open(self, sql: str) -> None:
+        """Run the transaction's first statement (no parameters): with its ``BEGIN``, where
+        the connection has not sent that yet."""
+
+    def savepoint(self) -> AbstractContextManager[Any]:
+        """Rolled back if the block raises, released if not."""
+
+
+class SqlAlchemyStatements:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+        self._raw = conn.connection.driver_connection if conn.dialect.driver == "pysqlite" else None
+
+    def rows(self, sql: str, params: Any) -> list[Any]:
+        if self._raw is not None:
+            return self._raw.execute(sql, params).fetchall()
+        return list(self.conn.exec_driver_sql(sql, params))
+
+    def count(self, sql: str, params: Any) -> int:
+        if self._raw is None:  # aiosqlite, or asyncpg in a caller's session
+            return self.conn.exec_driver_sql(sql, params).rowcount
+        run = self._raw.executemany if isinstance(params, list) else self._raw.execute
+        return run(sql, params).rowcount
+
+    def open(self, sql: str) -> None:
+        self.count(sql, ())  # SQLAlchemy has begun the transaction, or begins it now
+
+    def savepoint(self) -> AbstractContextManager[Any]:
+        return self.conn.begin_nested()
+
+
+def statements_for(conn: Any) -> Statements:
+    """``conn`` as ``Statements``: a SQLAlchemy ``Connection`` is wrapped, others already are."""
+    return SqlAlchemyStatements(conn) if isinstance(conn, Connection) else conn
