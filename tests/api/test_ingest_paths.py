@@ -281,7 +281,7 @@ def test_ingest_statements_search_indexes_and_scan_no_table(tmp_path):
         writer.close()
 
 
-class _Statements:
+class _Traced:
     """The statements (and their parameters) an engine runs while this is open."""
 
     def __init__(self, engine):
@@ -304,7 +304,7 @@ async def test_postgres_ingest_writes_its_usage_rows_in_one_statement(db, engine
     if engine_name != "postgresql":
         pytest.skip("SQLite runs in the writer's process: a statement costs no round trip there")
     await _write(db, [_rows(_lifecycle("sb_a")[0]), _rows(_lifecycle("sb_b")[0])])
-    with _Statements(db.engine) as run:
+    with _Traced(db.engine) as run:
         await _write(db, [_rows(*_lifecycle("sb_a")[1:]), _rows(*_lifecycle("sb_b")[1:])])
     writes = [sql for sql, _ in run if "usage_" in sql or "INSERT INTO \"sandbox_states\"" in sql]
     assert len(writes) == 1, writes
@@ -322,7 +322,7 @@ async def test_postgres_ingest_statements_search_indexes(db, engine_name):
     if engine_name != "postgresql":
         pytest.skip("the SQLite writer's plans are checked above")
     late = _lifecycle("sb_late")
-    with _Statements(db.engine) as run:
+    with _Traced(db.engine) as run:
         for batches in ([_rows(*_lifecycle("sb_a"))], [_rows(late[3])], [_rows(late[0]), _rows(late[2])],
                         [_rows(late[3], late[1])]):
             await _write(db, batches)
