@@ -11,6 +11,7 @@ run once more (a read) on a new one.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,12 +33,16 @@ def numbered(sql: str) -> tuple[str, list[str]]:
     return _NAMED.sub(number, sql), names
 
 
+# The same few statements on every request: each converted once (its names are only read).
+_numbered_once = lru_cache(maxsize=64)(numbered)
+
+
 class PgLookup:
     def __init__(self, engine: AsyncEngine) -> None:
         self._own = OwnConnection(engine)
 
     async def first_row(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
-        query, names = numbered(sql)
+        query, names = _numbered_once(sql)
         values = [params[name] for name in names]
         async with self._own.lock:
             try:
