@@ -89,7 +89,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     reports_dir: str = str(ROOT / "data" / "reports")
     pricing_file: str = str(DEFAULT_CONFIG.parent / "pricing.toml")
     admin_token: str | None = None
-    log_format: Literal["json", "console"] = "json"
+    # "auto": JSON lines, or a console format for people when standard error is a terminal.
+    log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
     max_body_bytes: int = 16 * 1024 * 1024
     max_batch_events: int = 10_000
