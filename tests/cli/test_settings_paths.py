@@ -69,7 +69,7 @@ def test_the_cli_from_any_directory_uses_the_server_s_database(tmp_path):
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
 
-    server = ServerProcess(env, tmp_path / "server.log").start()  # runs in the checkout
+    server = ServerProcess(env, tmp_path / "server.log").start(timeout=90)  # runs in the checkout
     try:
         auth = {"Authorization": f"Bearer {token}"}
         sent = httpx.post(f"{server.url}/v1/events", content=EVENT,
