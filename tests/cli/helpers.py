@@ -7,7 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 METERING = Path(sys.executable).with_name("metering")
+
+
+# A first request can wait on the SQLite writer process starting on a busy machine.
+http = httpx.Client(timeout=60)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -7,11 +7,10 @@ import os
 import pty
 import subprocess
 
-import httpx
 import pytest
 
 from metering.logging import FIELDS
-from tests.cli.helpers import METERING, clean_env
+from tests.cli.helpers import METERING, clean_env, http
 from tests.conftest import ADMIN_TOKEN
 from tests.process import ServerProcess
 
@@ -49,10 +48,10 @@ def test_every_command_logs_json_lines_with_the_same_fields(env, tmp_path):
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for name, args in COMMANDS.items()}
     try:
-        made = httpx.post(f"{server.url}/v1/tokens", json={"name": "api", "scopes": ["usage:read"]},
+        made = http.post(f"{server.url}/v1/tokens", json={"name": "api", "scopes": ["usage:read"]},
                           headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         token = made.json()["token"]
-        usage = httpx.get(f"{server.url}/v1/workspaces/ws_1/usage?start=2026-01-01T00:00:00Z&end=2026-02-01T00:00:00Z",
+        usage = http.get(f"{server.url}/v1/workspaces/ws_1/usage?start=2026-01-01T00:00:00Z&end=2026-02-01T00:00:00Z",
                           headers={"Authorization": f"Bearer {token}", "X-Request-ID": "req-logs-1"})
         assert usage.status_code == 200, usage.text
         outputs = {name: proc.communicate(timeout=60) for name, proc in procs.items()}

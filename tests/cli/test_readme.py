@@ -23,7 +23,7 @@ set -eu
 curl() {
   local n=$(( $(cat "$CALLS/count") + 1 ))
   echo "$n" > "$CALLS/count"
-  command curl -o "$CALLS/$n.body" -w '%{http_code} %{content_type}' "$@" > "$CALLS/$n.status"
+  command curl --max-time 60 -o "$CALLS/$n.body" -w '%{http_code} %{content_type}' "$@" > "$CALLS/$n.status"
   cat "$CALLS/$n.body"
 }
 '''

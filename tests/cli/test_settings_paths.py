@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from metering.settings import DEFAULT_CONFIG, ROOT, Settings, load_settings
-from tests.cli.helpers import clean_env, metering
+from tests.cli.helpers import clean_env, http, metering
 from tests.conftest import ADMIN_TOKEN
 from tests.process import ServerProcess
 
@@ -72,7 +71,7 @@ def test_the_cli_from_any_directory_uses_the_server_s_database(tmp_path):
     server = ServerProcess(env, tmp_path / "server.log").start(timeout=90)  # runs in the checkout
     try:
         auth = {"Authorization": f"Bearer {token}"}
-        sent = httpx.post(f"{server.url}/v1/events", content=EVENT,
+        sent = http.post(f"{server.url}/v1/events", content=EVENT,
                           headers={**auth, "Content-Type": "application/cloudevents+json"})
         assert sent.status_code == 202, sent.text  # the server knows the token made in ./here
 
@@ -80,7 +79,7 @@ def test_the_cli_from_any_directory_uses_the_server_s_database(tmp_path):
                           "--period-end", "2026-02-01T00:00:00Z", env=env, cwd=there)
         assert billed.returncode == 0, billed.stderr
         assert ": 1 invoices, 1 finalized" in billed.stdout  # it saw the event the server stored
-        invoices = httpx.get(f"{server.url}/v1/invoices?workspace_id=ws_1", headers=auth).json()
+        invoices = http.get(f"{server.url}/v1/invoices?workspace_id=ws_1", headers=auth).json()
         assert [i["status"] for i in invoices["items"]] == ["finalized"]  # and the server sees its invoice
     finally:
         server.stop()
