@@ -1,8 +1,9 @@
 """Settings: defaults, then a TOML file, then ``METERING_*`` environment overrides.
 
-The file is ``config/settings.toml`` or the one named by ``METERING_CONFIG``; keys it
-leaves out keep their defaults.  ``METERING_BILLING__PERIOD=day`` sets ``billing.period``
-(a double underscore separates nested keys).
+The file is the checkout's ``config/settings.toml`` (from any directory) or the one named by
+``METERING_CONFIG`` (relative to the current directory); keys it leaves out keep their
+defaults.  ``METERING_BILLING__PERIOD=day`` sets ``billing.period`` (a double underscore
+separates nested keys).
 
 A relative path in the settings (the SQLite file of ``database_url``, ``reports_dir``,
 ``pricing_file``) is relative to the settings file's directory, wherever it was set (file,
