@@ -151,20 +151,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from metering.logging import configure_logging, get_logger
+
     args = build_parser().parse_args(argv)
+    # Every command logs alike; "tokens create", "billing run", ... name the process in each line.
+    command = " ".join(getattr(args, key) for key in ("command", "tokens_command", "billing_command")
+                       if getattr(args, key, None))
+    log = get_logger("metering.cli")
     try:
         settings = load_settings()
     except SettingsError as exc:
-        print(f"metering: {exc}", file=sys.stderr)
+        configure_logging(command=command)
+        log.error("invalid_settings", detail=str(exc))
         return 2
+    configure_logging(settings.log_level, settings.log_format, command)
     from metering.errors import Problem
 
     try:
         return args.func(settings, args)
     except Problem as exc:
         details = "; ".join(f"{e.get('field', '')}: {e['message']}" for e in exc.errors)
-        print(f"metering: {exc.detail}{' (' + details + ')' if details else ''}", file=sys.stderr)
+        log.error("command_failed", detail=f"{exc.detail}{' (' + details + ')' if details else ''}")
         return 2
+    except Exception as exc:  # a bug or an outage (database down): its traceback as one log line too
+        log.error("command_crashed", error_type=type(exc).__name__, exc_info=exc)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,20 +1,31 @@
 """Settings: defaults, then a TOML file, then ``METERING_*`` environment overrides.
 
-The file is ``config/settings.toml`` or the one named by ``METERING_CONFIG``; keys it
-leaves out keep their defaults.  ``METERING_BILLING__PERIOD=day`` sets ``billing.period``
-(a double underscore separates nested keys).
+The file is the checkout's ``config/settings.toml`` (from any directory) or the one named by
+``METERING_CONFIG`` (relative to the current directory); keys it leaves out keep their
+defaults.  ``METERING_BILLING__PERIOD=day`` sets ``billing.period`` (a double underscore
+separates nested keys).
+
+A relative path in the settings (the SQLite file of ``database_url``, ``reports_dir``,
+``pricing_file``) is relative to the settings file's directory, wherever it was set (file,
+environment or code), so every command, run from any directory, uses the same files.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 
-DEFAULT_CONFIG = Path("config/settings.toml")
+ROOT = Path(__file__).resolve().parent.parent  # the checkout (scripts/bootstrap.sh installs it editable)
+DEFAULT_CONFIG = ROOT / "config" / "settings.toml"
+# Settings that name a file or directory; see resolve_paths.
+PATH_KEYS = ("reports_dir", "pricing_file")
+# A SQLite URL's file: ``sqlite+aiosqlite:///relative.db`` or ``:////absolute.db``, then ``?options``.
+_SQLITE_FILE = re.compile(r"^(sqlite[^:]*:///)([^?]*)(.*)$", re.DOTALL)
 
 
 class BillingSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -74,11 +85,13 @@ class WebhookDeliverySettings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
-    database_url: str = "sqlite+aiosqlite:///./data/metering.db"
-    reports_dir: str = "./data/reports"
-    pricing_file: str = "config/pricing.toml"
+    # The defaults are what config/settings.toml says: the checkout's data/ and config/.
+    database_url: str = f"sqlite+aiosqlite:///{ROOT / 'data' / 'metering.db'}"
+    reports_dir: str = str(ROOT / "data" / "reports")
+    pricing_file: str = str(DEFAULT_CONFIG.parent / "pricing.toml")
     admin_token: str | None = None
-    log_format: Literal["json", "console"] = "json"
+    # "auto": JSON lines, or a console format for people when standard error is a terminal.
+    log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
     max_body_bytes: int = 16 * 1024 * 1024
     max_batch_events: int = 10_000
@@ -147,6 +160,24 @@ def env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def _absolute(path: str, base: Path) -> str:
+    return os.path.normpath(base / Path(path).expanduser())  # an absolute path stays as it is
+
+
+def resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``values`` with every relative path made absolute against ``base``."""
+    out = dict(values)
+    for key in PATH_KEYS:
+        if isinstance(out.get(key), str) and out[key]:
+            out[key] = _absolute(out[key], base)
+    url = out.get("database_url")
+    found = _SQLITE_FILE.match(url) if isinstance(url, str) else None
+    # In-memory and ``file:`` URI databases name no file of their own.
+    if found and found[2] and found[2] != ":memory:" and not found[2].startswith("file:"):
+        out["database_url"] = found[1] + _absolute(found[2], base) + found[3]
+    return out
+
+
 def load_settings(
     path: str | Path | None = None, environ: dict[str, str] | None = None, **overrides: Any
 ) -> Settings:
@@ -162,6 +193,7 @@ def load_settings(
     # are secrets read elsewhere, not typos, so they are skipped rather than refused.
     env = {k: v for k, v in env_overrides(environ).items() if k in Settings.__struct_fields__}
     merged = _merge(_merge(_merge(msgspec.to_builtins(Settings()), doc), env), overrides)
+    merged = resolve_paths(merged, config_path.resolve().parent)
     try:
         return msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:

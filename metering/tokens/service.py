@@ -14,6 +14,7 @@ from metering.db import Database
 from metering.db.base import now_us
 from metering.errors import Invalid, NotFound, field_error
 from metering.events.schemas import ID_PATTERN
+from metering.logging import get_logger
 from metering.tokens.models import ApiToken
 
 SCOPES = (
@@ -28,6 +29,7 @@ SCOPES = (
 )
 TOKEN_PATTERN = re.compile(r"mtr_sk_[0-9a-f]{32}")
 TOKENS = ApiToken.__table__
+log = get_logger(__name__)
 _BY_HASH = f"SELECT id, scopes, workspace_id, token_hash, revoked_at FROM {TOKENS.name} WHERE token_hash = :digest"
 
 
@@ -88,6 +90,8 @@ async def create_token(db: Database, name: str, scopes: list[str], workspace_id:
     )
     async with db.write() as session:
         session.add(row)
+    # Who may now do what; the token itself is never logged.
+    log.info("token_created", token_id=row.id, name=name, scopes=list(dict.fromkeys(scopes)), workspace_id=workspace_id)
     return CreatedToken(row=row, token=token)
 
 
@@ -102,6 +106,8 @@ async def revoke_token(db: Database, token_id: str) -> None:
             exists = await session.get(ApiToken, token_id)
             if exists is None:
                 raise NotFound(f"no token {token_id!r}")
+            return  # already revoked
+    log.info("token_revoked", token_id=token_id)
 
 
 async def authenticate(db: Database, token: str, admin_token: str | None) -> Principal | None:
