@@ -18,6 +18,7 @@ Fixtures
                                 name "USD Coin", version "2"
     lookalike_usdc   (session)  TokenHandle: the mock TestUSDC, same name/version, at another address
                                 (payer funded there too) - for the look-alike cases only
+    wallet_factory   (session)  WalletFactory: deploys EIP-1271 OwnerWallets (tests/chain/contracts)
     chain_snapshot   (function) evm_snapshot before the test, evm_revert after (best effort;
                                 snapshots do not survive an anvil restart)
 
@@ -27,6 +28,8 @@ Helpers (importable)
     sign_authorization(payer, token, to, value, valid_after, valid_before, nonce=None, ...)
         -> {"signature", "authorization"}   (no SDK, any validAfter/validBefore)
     settle_on_chain(w3, usdc_address, payload, relayer, ...) -> "0x<tx hash>"
+    deploy_wallet_factory(w3, deployer) -> WalletFactory (EIP-1271 OwnerWallets at CREATE2 addresses)
+    erc6492_wrap(factory, factory_calldata, signature) -> the ERC-6492 signature of an undeployed wallet
     deploy_test_usdc(w3, deployer, name="USD Coin", version="2") -> TokenHandle
     install_circle_usdc(w3, address=BASE_USDC) -> TokenHandle   (the real FiatTokenV2_2)
     install_token_at(w3, address, name="USD Coin", version="2") -> TokenHandle
@@ -69,6 +72,9 @@ __all__ = [
     "deploy_test_usdc",
     "install_token_at",
     "install_circle_usdc",
+    "WalletFactory",
+    "deploy_wallet_factory",
+    "erc6492_wrap",
     "sign_payment",
     "sign_authorization",
     "settle_on_chain",
@@ -373,9 +379,12 @@ def sign_authorization(
     name: str = "USD Coin",
     version: str = "2",
     chain_id: int = 8453,
+    from_address: str | None = None,
 ) -> dict[str, Any]:
     """EIP-3009 TransferWithAuthorization signed directly with eth_account (no SDK),
     for cases the SDK won't produce (future validAfter, past validBefore, wrong domain).
+    ``from_address``: the authorizer when it is not ``payer`` itself (a smart wallet that
+    ``payer`` owns: the wallet checks ``payer``'s signature of the EIP-712 digest).
     Returns the x402 exact inner payload ``{"signature", "authorization"}``."""
     import time
 
@@ -384,8 +393,9 @@ def sign_authorization(
     if nonce is None:
         nonce = secrets.token_bytes(32)
     nonce_hex = nonce if isinstance(nonce, str) else "0x" + nonce.hex()
+    authorizer = to_checksum_address(from_address or payer.address)
     message = {
-        "from": payer.address,
+        "from": authorizer,
         "to": to_checksum_address(to),
         "value": int(value),
         "validAfter": int(valid_after),
@@ -422,7 +432,7 @@ def sign_authorization(
     return {
         "signature": signed.signature.to_0x_hex(),
         "authorization": {
-            "from": payer.address,
+            "from": authorizer,
             "to": to_checksum_address(to),
             "value": str(value),
             "validAfter": str(valid_after),
@@ -430,6 +440,53 @@ def sign_authorization(
             "nonce": nonce_hex,
         },
     }
+
+
+# ------------------------------------------------------------ smart wallets
+
+ERC6492_MAGIC = bytes.fromhex("64926492" * 8)
+
+
+@dataclass
+class WalletFactory:
+    """OwnerWalletFactory (tests/chain/contracts): CREATE2 EIP-1271 wallets of one owner."""
+
+    w3: Any
+    contract: Any
+
+    @property
+    def address(self) -> str:
+        return self.contract.address
+
+    def address_of(self, owner: str, salt: bytes) -> str:
+        return self.contract.functions.addressOf(to_checksum_address(owner), salt).call()
+
+    def deploy_call(self, owner: str, salt: bytes) -> bytes:
+        """The calldata of ``deploy(owner, salt)`` (what an ERC-6492 signature carries)."""
+        data = self.contract.encode_abi("deploy", args=[to_checksum_address(owner), salt])
+        return bytes.fromhex(data[2:])
+
+    def deploy(self, owner: str, salt: bytes, sender: LocalAccount | str, *, wait: bool = True) -> str:
+        tx = _send(self.w3, self.contract.functions.deploy(to_checksum_address(owner), salt), sender, gas=500_000)
+        if wait:
+            self.w3.eth.wait_for_transaction_receipt(tx, timeout=30)
+        return tx
+
+
+def deploy_wallet_factory(w3, deployer: LocalAccount | str) -> WalletFactory:
+    art = compile_contract("OwnerWalletFactory")
+    tx = _send(w3, w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]).constructor(), deployer)
+    address = w3.eth.wait_for_transaction_receipt(tx, timeout=30)["contractAddress"]
+    return WalletFactory(w3, w3.eth.contract(address=address, abi=art["abi"]))
+
+
+def erc6492_wrap(factory: str, factory_calldata: bytes, signature: str) -> str:
+    """An ERC-6492 signature: abi.encode(factory, calldata, inner signature) + the magic suffix."""
+    from eth_abi import encode
+
+    inner = bytes.fromhex(signature[2:])
+    body = encode(["address", "bytes", "bytes"], [to_checksum_address(factory), factory_calldata, inner])
+    return "0x" + (body + ERC6492_MAGIC).hex()
 
 
 # ------------------------------------------------------------------ settling
@@ -577,6 +634,11 @@ def lookalike_usdc(w3, usdc, payer) -> TokenHandle:
     token = install_token_at(w3, LOOKALIKE_ADDRESS, "USD Coin", "2")
     token.mint(payer.address, PAYER_FUNDS)
     return token
+
+
+@pytest.fixture(scope="session")
+def wallet_factory(w3, deployer) -> WalletFactory:
+    return deploy_wallet_factory(w3, deployer)
 
 
 @pytest.fixture
