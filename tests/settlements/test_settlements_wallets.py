@@ -92,3 +92,25 @@ async def test_an_undeployed_wallet_with_an_erc6492_signature_is_settled_once_de
     resp = await post(client, writer, transaction=random_tx(), payment_payload=v2_payload(lone),
                       purpose=run_purpose("$1.00"))
     assert (resp.status_code, resp.json()["reason"]) == (201, "invalid_signature")
+
+
+class TestRpcFailureWhileVerifying:
+    @pytest.fixture
+    def network(self, fake_rpc, usdc, pay_to):
+        return {"rpc_url": f"http://127.0.0.1:{fake_rpc.port}/key/s3cret", "usdc": usdc.address,
+                "receivers": [pay_to], "rpc_timeout_seconds": 2}
+
+    async def test_a_wallet_signature_is_not_rejected_when_the_rpc_fails(
+        self, client, make_token, w3, usdc, wallet_factory, pay_to
+    ):
+        writer = await make_token("settlements:write", "settlements:read")
+        owner = Account.create()
+        wallet = wallet_factory.address_of(owner.address, secrets.token_bytes(32))
+        valid_before = w3.eth.get_block("latest")["timestamp"] + 600
+        inner = wallet_payment(owner, wallet, usdc, pay_to, 500_000, valid_before)
+        resp = await post(client, writer, transaction=random_tx(), payment_payload=v2_payload(inner),
+                          purpose=run_purpose())
+        assert resp.status_code == 202, resp.text
+        body = resp.json()
+        assert (body["status"], body["reason"]) == ("pending", None)
+        assert body["last_error"] and "s3cret" not in body["last_error"]
