@@ -43,10 +43,13 @@ async def finalized_invoice(client, admin, workspace_id):
 
 
 async def test_mined_again_at_the_same_height_pays_the_invoice_again(
-    client, make_token, admin, recheck, w3, anvil, usdc, payer, pay_to, facilitator, chain_snapshot
+    client, make_token, admin, db, recheck, w3, anvil, usdc, payer, pay_to, facilitator, chain_snapshot
 ):
     writer = await make_token("settlements:write", "settlements:read")
     invoice_id = await finalized_invoice(client, admin, "ws_reorg_inv")
+    # anvil_reorg re-executes from the state of the block below: let that be a block mined
+    # here, not one an earlier test's evm_revert restored.
+    anvil.mine(2)
     payload, _ = sign_payment(payer, pay_to, 800_000)
     tx = settle_on_chain(w3, usdc.address, payload, facilitator)
     raw = anvil.rpc("eth_getRawTransactionByHash", tx)
@@ -65,7 +68,9 @@ async def test_mined_again_at_the_same_height_pays_the_invoice_again(
     head = anvil.block_number()
     assert head - 32 == height
     anvil.reorg(33, [[raw, 0]])
-    assert w3.eth.get_transaction_receipt(tx)["blockNumber"] == height
+    again = w3.eth.get_transaction_receipt(tx)
+    assert again["blockNumber"] == height and again["status"] == 1
+    assert any(lg["address"] == usdc.address for lg in again["logs"]), "anvil re-executed it without USDC"
     new_hash = w3.eth.get_block(height)["hash"].to_0x_hex()
 
     await recheck()  # the old block is gone: reorged, the invoice is unpaid again
@@ -79,7 +84,7 @@ async def test_mined_again_at_the_same_height_pays_the_invoice_again(
     assert (got["status"], got["reason"], got["block_number"]) == ("confirmed", None, height)
     invoice = (await client.get(f"/v1/invoices/{invoice_id}", headers=admin)).json()
     assert (invoice["status"], invoice["amount_paid"]) == ("paid", "0.800000")
-    async with client.app.state.db.read() as session:
+    async with db.read() as session:
         assert (await session.get(Settlement, sid)).block_hash == new_hash
 
 

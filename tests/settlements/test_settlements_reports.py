@@ -110,3 +110,5 @@ def test_default_networks_can_be_switched_off_in_the_settings_file(tmp_path):
 
     off = load_settings(environ={"METERING_CONFIG": str(path)}, networks={BASE: {"enabled": False}})
     assert network_for(off, BASE) is None and network_for(off, "eip155:84532") is None
+    by_env = load_settings(environ={"METERING_NETWORKS__EIP155:8453__ENABLED": "false"})
+    assert network_for(by_env, BASE) is None and network_for(by_env, "eip155:84532") is not None
