@@ -59,6 +59,9 @@ class NetworkSettings(msgspec.Struct, forbid_unknown_fields=True):
     receivers: list[str] = msgspec.field(default_factory=list)
     finality: str | int = "safe"  # "safe" | "finalized" | a number of confirmations
     rpc_timeout_seconds: int = 10
+    # false: the network is switched off (a default one too): its reports are rejected as
+    # ``network_not_configured`` and its settlements are not re-checked until it is back.
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         text = str(self.finality).strip().lower()

@@ -5,6 +5,9 @@ Two questions, each answered with evidence or not at all:
 * ``check_payment``: does this transaction carry this x402 payment, on the configured USDC,
   and is its block final?  -> pending | confirmed | rejected (with a reason).
 * ``check_block``: is the block of a confirmed settlement still canonical (and final yet)?
+* ``check_signature``: for a payer whose signature is not its own ECDSA one (a smart
+  wallet: EIP-1271, or ERC-6492 while undeployed), what the x402 ``exact`` scheme's own
+  verification makes of it.
 
 An RPC that fails (refused, timeout, 5xx, garbage) never decides anything: the answer is
 "still pending" with the error text kept for the operator.  Error texts never carry the RPC
@@ -13,6 +16,7 @@ URL, which often holds an API key.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -24,8 +28,10 @@ from urllib.parse import urlsplit
 from aiohttp import ClientTimeout
 from eth_utils import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.exceptions import BlockNotFound, TransactionNotFound
+from web3.exceptions import BadFunctionCallOutput, BlockNotFound, ContractLogicError, TransactionNotFound
 from x402.mechanisms.evm import hash_eip3009_authorization, verify_eoa_signature
+from x402.mechanisms.evm.erc6492 import has_deployment_info, parse_erc6492_signature
+from x402.mechanisms.evm.exact.eip3009_utils import classify_eip3009_signature
 from x402.mechanisms.evm.types import ExactEIP3009Authorization
 
 from metering.settlements.models import Reason, Status
@@ -72,25 +78,38 @@ class BlockCheck:
 # ------------------------------------------------------------------ offline checks
 
 
-def signature_valid(net: Network, payment: Payment) -> bool:
-    """The EIP-712 TransferWithAuthorization signature recovers to ``authorization.from``
-    under the configured USDC's domain (name, version, chain id, contract address)."""
-    auth = payment.authorization
-    typed = ExactEIP3009Authorization(
+def _typed(payment: Payment) -> ExactEIP3009Authorization:
+    return ExactEIP3009Authorization(
         from_address=to_checksum_address(payment.payer),
         to=to_checksum_address(payment.pay_to),
         value=str(payment.value),
         valid_after=str(payment.valid_after),
         valid_before=str(payment.valid_before),
-        nonce=auth.nonce,
+        nonce=payment.authorization.nonce,
     )
+
+
+def signature_offline(net: Network, payment: Payment) -> bool | None:
+    """What can be said without the chain: True when the signature is the payer's own
+    ECDSA signature of the EIP-712 ``TransferWithAuthorization`` under the configured
+    USDC's domain, False when it cannot be a signature at all (a broken ERC-6492
+    wrapper), None when only the chain can tell (a smart wallet's, or no one's).
+
+    A valid ECDSA signature is taken as is: USDC's own SignatureChecker decided on chain
+    whether the transfer happened, and the logs are checked for that."""
+    try:
+        parsed = parse_erc6492_signature(bytes.fromhex(payment.signature[2:]))
+    except ValueError:
+        return False
+    if has_deployment_info(parsed) or len(parsed.inner_signature) != 65:
+        return None
     digest = hash_eip3009_authorization(
-        typed, net.chain_id, to_checksum_address(net.usdc), net.eip712_name, net.eip712_version
+        _typed(payment), net.chain_id, to_checksum_address(net.usdc), net.eip712_name, net.eip712_version
     )
     try:
-        return verify_eoa_signature(digest, bytes.fromhex(payment.signature[2:]), payment.payer)
-    except ValueError:  # not a 65-byte EOA signature (smart wallets are not supported)
-        return False
+        return True if verify_eoa_signature(digest, parsed.inner_signature, payment.payer) else None
+    except ValueError:  # a v that is no ECDSA recovery id
+        return None
 
 
 # --------------------------------------------------------------------- the chain
@@ -141,6 +160,75 @@ async def check_payment(net: Network, payment: Expected, transaction: str) -> Ve
             return Verdict(status, log_index=log_index, **mined)
     except Exception as exc:  # an RPC failure of any kind decides nothing
         return Verdict(Status.PENDING, error=describe_error(exc, net.rpc_url))
+
+
+class _ChainReads:
+    """The two reads x402's signature verification makes (a ``FacilitatorEvmSigner``'s
+    ``get_code`` and ``read_contract``), answered by the service's AsyncWeb3.
+
+    x402's code is synchronous: it runs in a worker thread and each read is handed to
+    the event loop.  x402 counts any error of ``isValidSignature`` as "not valid"; an
+    RPC failure must decide nothing, so it is kept here and raised afterwards."""
+
+    def __init__(self, w3: AsyncWeb3, loop: asyncio.AbstractEventLoop) -> None:
+        self.w3, self.loop = w3, loop
+        self.failure: BaseException | None = None
+
+    def _wait(self, call: Any) -> Any:
+        try:
+            return asyncio.run_coroutine_threadsafe(call, self.loop).result()
+        except (ContractLogicError, BadFunctionCallOutput):
+            raise  # the wallet answered: not valid
+        except Exception as exc:
+            self.failure = exc
+            raise
+
+    def get_code(self, address: str) -> bytes:
+        return bytes(self._wait(self.w3.eth.get_code(to_checksum_address(address))))
+
+    def read_contract(self, address: str, abi: list[dict[str, Any]], function_name: str, *args: Any) -> Any:
+        contract = self.w3.eth.contract(address=to_checksum_address(address), abi=abi)
+        return self._wait(contract.get_function_by_name(function_name)(*args).call())
+
+
+async def check_signature(net: Network, payment: Payment) -> Verdict | None:
+    """A smart wallet's signature, verified as the x402 ``exact`` EVM scheme verifies it
+    (its own ``classify_eip3009_signature``): EIP-1271 ``isValidSignature`` for a wallet
+    with code, ERC-6492 for one not yet deployed.  None when the payment may go on to the
+    chain evidence: valid, or an ERC-6492 signature that only its factory's deployment can
+    make valid (x402 leaves that to simulating the transfer; here the mined transfer's
+    logs prove it).  Else a rejection, or pending when the RPC failed."""
+    try:
+        async with _connect(net) as w3:
+            if await w3.eth.chain_id != net.chain_id:
+                return Verdict(Status.REJECTED, Reason.CHAIN_ID_MISMATCH)
+            reads = _ChainReads(w3, asyncio.get_running_loop())
+            try:
+                verdict = await asyncio.to_thread(
+                    classify_eip3009_signature,
+                    reads,
+                    _typed(payment),
+                    bytes.fromhex(payment.signature[2:]),
+                    net.chain_id,
+                    to_checksum_address(net.usdc),
+                    net.eip712_name,
+                    net.eip712_version,
+                )
+            except ValueError:
+                if reads.failure is None:  # x402 refused the signature's form (a bad v, say)
+                    return Verdict(Status.REJECTED, Reason.INVALID_SIGNATURE)
+                raise
+            if reads.failure is not None:
+                raise reads.failure
+    except Exception as exc:  # an RPC failure of any kind decides nothing
+        return Verdict(Status.PENDING, error=describe_error(exc, net.rpc_url))
+    if verdict.valid:
+        return None
+    if has_deployment_info(verdict.sig_data):
+        return None
+    # An EOA's wrong signature, an undeployed wallet without a factory to deploy it, or a
+    # deployed wallet whose isValidSignature says no, as USDC's SignatureChecker would.
+    return Verdict(Status.REJECTED, Reason.INVALID_SIGNATURE)
 
 
 async def check_block(net: Network, block_number: int, block_hash: str) -> BlockCheck:

@@ -11,6 +11,9 @@ class Status:
     REORGED = "reorged"  # was confirmed, then its block left the canonical chain
 
     ALL = (PENDING, CONFIRMED, REJECTED, REORGED)
+    # Asked again by the scheduler: pending until the chain decides, confirmed for a reorg
+    # until final, reorged until its transaction is mined again or can no longer be.
+    WATCHED = (PENDING, CONFIRMED, REORGED)
     # A payment may be settled by one live settlement; rejected and reorged ones settled
     # nothing, so they do not hold the payment's keys (a fixed report may follow).
     LIVE = (PENDING, CONFIRMED)
@@ -32,7 +35,8 @@ class Reason:
     TRANSFER_MISMATCH = "transfer_mismatch"
     TRANSFER_ALREADY_SETTLED = "transfer_already_settled"
     BLOCK_NOT_CANONICAL = "block_not_canonical"  # with status reorged
-    # Failures on the operator's side, not the payment's: reporting again re-checks them.
+    # Failures on the operator's side, not the payment's: reporting again re-checks them
+    # (a network missing or switched off, an RPC on another chain).
     OPERATOR_SIDE = (NETWORK_NOT_CONFIGURED, CHAIN_ID_MISMATCH)
 
 
@@ -74,6 +78,8 @@ class Settlement(SQLModel, table=True):
     nonce: str = Field(max_length=66)  # lowercase 0x + 32 bytes
     valid_before: int = Field(sa_type=BigInteger)  # unix seconds (capped at 2^63-1)
     x402_version: int
+    # sha256 of the decoded payload (Payment.fingerprint); None on rows older than it.
+    payload_hash: str | None = Field(default=None, max_length=64)
     purpose_kind: str = Field(max_length=16)  # run | invoice | credit
     purpose: str = Field(sa_type=Text)  # the purpose object as JSON
     workspace_id: str | None = Field(default=None, max_length=128)

@@ -38,14 +38,15 @@ def parse_finality(value: str) -> str | int:
 
 
 def network_for(settings: Settings, network: str) -> Network | None:
-    """The network configured under ``network`` (CAIP-2 or a v1 name), if any."""
+    """The network configured under ``network`` (CAIP-2 or a v1 name) and not switched
+    off (``enabled = false``), if any."""
     key = caip2(network)
     if key is None:
         return None
     conf: NetworkSettings | None = settings.networks.get(key)
     if conf is None:  # a v1 name used as the settings key
         conf = next((c for name, c in settings.networks.items() if caip2(name) == key), None)
-    if conf is None:
+    if conf is None or not conf.enabled:
         return None
     return Network(
         caip2=key,

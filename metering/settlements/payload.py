@@ -8,6 +8,7 @@ that cannot be read is a 422 naming the field; whether it *pays* is decided late
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,16 @@ class Payment:
     nonce: str  # lowercase 0x + 64 hex
     signature: str
     authorization: ExactEIP3009Authorization  # the SDK's type, for EIP-712 hashing
+
+    @property
+    def fingerprint(self) -> str:
+        """What identifies the payload: every decoded field that the checks read, so the
+        JSON object and the header of one payload are the same, and any change is not."""
+        fields = (
+            self.x402_version, self.network, self.asset, self.amount_required, self.payer, self.pay_to,
+            self.value, self.valid_after, self.valid_before, self.nonce, self.signature,
+        )
+        return hashlib.sha256(repr(fields).encode()).hexdigest()
 
 
 def caip2(network: str) -> str | None:

@@ -125,14 +125,15 @@ def read_transaction(value: Any) -> str:
     return value.lower()
 
 
-def offline_reason(net: Network | None, payment: Payment, purpose: Purpose) -> str | None:
-    """The first check that fails without asking the chain, if any."""
+def _network_reason(net: Network | None, payment: Payment) -> str | None:
     if net is None:
         return Reason.NETWORK_NOT_CONFIGURED
     if payment.asset is not None and payment.asset != net.usdc:
         return Reason.ASSET_MISMATCH
-    if not chain.signature_valid(net, payment):
-        return Reason.INVALID_SIGNATURE
+    return None
+
+
+def _terms_reason(net: Network, payment: Payment, purpose: Purpose) -> str | None:
     if payment.pay_to not in net.receivers:
         return Reason.PAY_TO_NOT_ACCEPTED
     if payment.amount_required is not None and payment.amount_required != payment.value:
@@ -140,6 +141,34 @@ def offline_reason(net: Network | None, payment: Payment, purpose: Purpose) -> s
     if purpose.tier_micro is not None and purpose.tier_micro != payment.value:
         return Reason.AMOUNT_MISMATCH
     return None
+
+
+async def check_report(
+    net: Network | None, payment: Payment, purpose: Purpose, transaction: str
+) -> tuple[chain.Verdict, bool]:
+    """Every check of one report, in order, with this report's own values only (never a
+    stored settlement's): the verdict, and whether the chain was asked.
+
+    Network and asset, then the signature (offline when it is the payer's ECDSA one, else
+    on chain as x402 verifies a smart wallet's), then receiver and amount, then the
+    transaction on chain."""
+    reason = _network_reason(net, payment)
+    if reason is not None:
+        return chain.Verdict(Status.REJECTED, reason), False
+    assert net is not None
+    asked = False
+    signature = chain.signature_offline(net, payment)
+    if signature is None:
+        verdict = await chain.check_signature(net, payment)
+        if verdict is not None:
+            return verdict, True
+        asked = True
+    elif not signature:
+        return chain.Verdict(Status.REJECTED, Reason.INVALID_SIGNATURE), False
+    reason = _terms_reason(net, payment, purpose)
+    if reason is not None:
+        return chain.Verdict(Status.REJECTED, reason), asked
+    return await chain.check_payment(net, _expected(payment), transaction), True
 
 
 # ---------------------------------------------------------------------- report
@@ -162,9 +191,11 @@ async def report(
 ) -> ReportOutcome:
     """Check a reported payment and store it (also when rejected, with its reason).
 
-    The same payment reported again with the same transaction and purpose returns the
-    settlement already stored; with another transaction or purpose it is a 409 while a
-    live (pending or confirmed) settlement holds it.
+    The same report again (same payload, transaction and purpose) returns the settlement
+    already stored, asking the chain again if it was reorged or rejected for the
+    operator's fault; a report of the same payment that differs in any of them is a 409
+    while a live (pending or confirmed) settlement holds the payment, else it is checked
+    on its own.
     """
     now = now_us() if now is None else now
     payment = read_payment(payment_payload, payment_header)
@@ -181,20 +212,12 @@ async def report(
     # may have made the invoice paid.
     earlier = await _earlier_report(db, row, principal)
     if earlier is not None:
-        if earlier.status == Status.REJECTED and earlier.reason in Reason.OPERATOR_SIDE:
-            rechecked = await _recheck_rejected(db, settings, earlier, payment, intent, on_change)
-            return ReportOutcome(rechecked, created=False)
-        return ReportOutcome(earlier, created=False)
+        return ReportOutcome(await _report_again(db, settings, earlier, payment, intent, on_change), created=False)
 
     row.workspace_id = await _workspace_of(db, intent, principal, invoice_check)
     net = network_for(settings, payment.network)
-    reason = offline_reason(net, payment, intent)
-    if reason is not None:
-        _apply(row, chain.Verdict(Status.REJECTED, reason), now, None, settings, asked_chain=False)
-    else:
-        assert net is not None
-        verdict = await chain.check_payment(net, _expected(row), tx)
-        _apply(row, verdict, now, net, settings, asked_chain=True)
+    verdict, asked = await check_report(net, payment, intent, tx)
+    _apply(row, verdict, now, net, settings, asked_chain=asked)
     outcome = await _insert(db, row, principal, on_change)
     if outcome.created:
         _log_check(row)
@@ -233,6 +256,7 @@ def _new_row(payment: Payment, tx: str, intent: Purpose, workspace_id: str | Non
         nonce=payment.nonce,
         valid_before=min(payment.valid_before, BIGINT_MAX),
         x402_version=payment.x402_version,
+        payload_hash=payment.fingerprint,
         purpose_kind=intent.kind,
         purpose=intent.json,
         workspace_id=workspace_id,
@@ -245,14 +269,21 @@ def _new_row(payment: Payment, tx: str, intent: Purpose, workspace_id: str | Non
     )
 
 
-def _same_report(a: Settlement, b: Settlement) -> bool:
-    return a.transaction == b.transaction and a.purpose == b.purpose
+def _same_report(stored: Settlement, new: Settlement) -> bool:
+    """The same payload, transaction and purpose.  A row stored before payloads were
+    fingerprinted is compared by the payment columns it has."""
+    if stored.transaction != new.transaction or stored.purpose != new.purpose:
+        return False
+    if stored.payload_hash is not None:
+        return stored.payload_hash == new.payload_hash
+    return (stored.pay_to, stored.amount, stored.valid_before, stored.x402_version) == (
+        new.pay_to, new.amount, new.valid_before, new.x402_version)
 
 
 async def _earlier_report(db: Database, row: Settlement, principal: Principal | None) -> Settlement | None:
     """The stored settlement this report repeats, or a 409 if it claims the same payment
     differently.  Only live settlements hold a payment; a rejected or reorged one is
-    returned only for an identical report."""
+    returned only for an identical report (a changed one is checked on its own)."""
     async with db.read() as session:
         stored = (
             await session.execute(
@@ -293,8 +324,7 @@ async def _insert(
         async with db.write() as session:
             session.add(row)
             await _flush_or_clash(session)
-            if on_change is not None:
-                await on_change(session, row)
+            await _status_changed(session, row, None, on_change)
         return ReportOutcome(row, created=True)
     except _KeyClash:
         pass
@@ -309,19 +339,21 @@ async def _insert(
     )
 
 
-async def _recheck_rejected(
-    db: Database, settings: Settings, row: Settlement, payment: Payment, intent: Purpose, on_change: OnChange | None
+async def _report_again(
+    db: Database, settings: Settings, earlier: Settlement, payment: Payment, intent: Purpose,
+    on_change: OnChange | None,
 ) -> Settlement:
-    """A rejection that was the operator's fault (network missing, RPC on another chain)
-    is checked again when the same payment is reported again."""
-    net = network_for(settings, row.network)
-    reason = offline_reason(net, payment, intent)
-    if reason is not None:
-        verdict, asked = chain.Verdict(Status.REJECTED, reason), False
-    else:
-        assert net is not None
-        verdict, asked = await chain.check_payment(net, _expected(row), row.transaction), True
-    return await _save_check(db, row, verdict, net, settings, asked, on_change=on_change) or row
+    """The same report again.  What it settled stands, except: a rejection that was the
+    operator's fault (network missing or off, RPC on another chain) is checked again, and
+    so is a reorged settlement (its transaction may be back on the chain)."""
+    net = network_for(settings, earlier.network)
+    if earlier.status == Status.REORGED and net is not None:
+        return await _follow_reorged(db, settings, net, earlier, on_change) or earlier
+    if earlier.status == Status.REJECTED and earlier.reason in Reason.OPERATOR_SIDE:
+        # The report is identical, so its own values are the stored ones.
+        verdict, asked = await check_report(net, payment, intent, earlier.transaction)
+        return await _save_check(db, earlier, verdict, net, settings, asked, on_change=on_change) or earlier
+    return earlier
 
 
 # --------------------------------------------------------------------- re-check
@@ -341,7 +373,7 @@ async def recheck_pending(
             await session.execute(
                 select(Settlement)
                 .where(
-                    Settlement.status.in_(Status.LIVE),  # type: ignore[attr-defined]
+                    Settlement.status.in_(Status.WATCHED),  # type: ignore[attr-defined]
                     Settlement.next_check_at.is_not(None),  # type: ignore[union-attr]
                     Settlement.next_check_at <= now_us,  # type: ignore[operator]
                 )
@@ -356,10 +388,12 @@ async def recheck_pending(
             verdict = chain.Verdict(row.status, row.reason, error=f"network {row.network} is not configured")
             await _save_check(db, row, verdict, None, settings, asked_chain=True, on_change=on_change)
         elif row.status == Status.PENDING:
-            verdict = await chain.check_payment(net, _expected(row), row.transaction)
+            verdict = await chain.check_payment(net, _expected_of(row), row.transaction)
             await _save_check(db, row, verdict, net, settings, asked_chain=True, on_change=on_change)
-        else:
+        elif row.status == Status.CONFIRMED:
             await _watch_confirmed(db, settings, net, row, on_change)
+        else:
+            await _follow_reorged(db, settings, net, row, on_change)
     return len(due)
 
 
@@ -380,6 +414,27 @@ async def _watch_confirmed(
         log.warning("settlement_reorged", settlement_id=row.id, block_number=row.block_number)
 
 
+async def _follow_reorged(
+    db: Database, settings: Settings, net: Network, row: Settlement, on_change: OnChange | None
+) -> Settlement | None:
+    """A reorg followed to its end: the transaction is looked up again, with the
+    settlement's own values.  Mined again (same height or later) and final: ``confirmed``
+    at its new block, so its effect comes back.  Not (yet) there: still ``reorged``, and
+    watched until it can no longer be mined (``validBefore`` passed).  Mined again but
+    failing or not paying: ``rejected`` with that reason."""
+    found = await chain.check_payment(net, _expected_of(row), row.transaction)
+    keep = {"block_number": row.block_number, "block_hash": row.block_hash, "log_index": row.log_index}
+    gone = found.status == Status.REJECTED and found.reason == Reason.EXPIRED
+    if found.status == Status.PENDING or gone or found.reason in Reason.OPERATOR_SIDE:
+        error = found.error or ("the RPC serves another chain id" if found.reason == Reason.CHAIN_ID_MISMATCH else None)
+        # The old block stays on show until the chain names a new final one.
+        verdict = chain.Verdict(Status.REORGED, Reason.BLOCK_NOT_CANONICAL, error=error)
+        return await _save_check(
+            db, row, verdict, net, settings, asked_chain=True, final=gone, on_change=on_change, keep=keep
+        )
+    return await _save_check(db, row, found, net, settings, asked_chain=True, on_change=on_change)
+
+
 async def _save_check(
     db: Database,
     row: Settlement,
@@ -389,11 +444,17 @@ async def _save_check(
     asked_chain: bool,
     final: bool = False,
     on_change: OnChange | None = None,
+    keep: dict[str, Any] | None = None,
 ) -> Settlement | None:
-    """Write a check's outcome if the row is still as it was read; the updated row or None."""
+    """Write a check's outcome if the row is still as it was read; the updated row or None.
+
+    ``keep``: block fields to keep although the verdict carries none."""
     before = (row.status, row.attempts)
     updated = Settlement(**row.model_dump())
     _apply(updated, verdict, now_us(), net, settings, asked_chain=asked_chain, final=final)
+    if keep is not None:
+        for name, value in keep.items():
+            setattr(updated, name, value)
     values = updated.model_dump(exclude={"id", "created_at"})
     guard = and_(Settlement.id == row.id, Settlement.status == before[0], Settlement.attempts == before[1])
     try:
@@ -402,12 +463,13 @@ async def _save_check(
                 result = await session.execute(update(Settlement).where(guard).values(**values))
             except IntegrityError as exc:
                 raise _KeyClash from exc
-            if result.rowcount and on_change is not None and updated.status != before[0]:
-                await on_change(session, updated)
+            if result.rowcount and updated.status != before[0]:
+                await _status_changed(session, updated, before[0], on_change)
     except _KeyClash:
         if before[0] == Status.REJECTED:
             return None  # a re-checked rejection lost to a newer report of the payment
-        # A pending settlement's transfer (tx, log index) is held by another live one.
+        # A pending (or reorged, mined again) settlement's payment or transfer is held by
+        # another live one, reported meanwhile.
         verdict = chain.Verdict(Status.REJECTED, Reason.TRANSFER_ALREADY_SETTLED)
         return await _save_check(db, row, verdict, net, settings, asked_chain, final, on_change)
     if result.rowcount == 0:
@@ -426,6 +488,9 @@ def _apply(
     asked_chain: bool,
     final: bool = False,
 ) -> None:
+    # Confirmed anew (first time, or back after a reorg): counted from now.
+    if verdict.status == Status.CONFIRMED and (row.confirmed_at is None or row.status != Status.CONFIRMED):
+        row.confirmed_at = now
     row.status = verdict.status
     row.reason = verdict.reason
     row.last_error = verdict.error
@@ -433,16 +498,21 @@ def _apply(
         row.block_number, row.block_hash, row.log_index = verdict.block_number, verdict.block_hash, verdict.log_index
     if asked_chain:
         row.attempts += 1
-    if verdict.status == Status.CONFIRMED and row.confirmed_at is None:
-        row.confirmed_at = now
     row.next_check_at = _next_check(row, now, net, settings, final)
     row.updated_at = now
 
 
 def _next_check(row: Settlement, now: int, net: Network | None, settings: Settings, final: bool) -> int | None:
+    # A confirmed settlement is watched for a reorg, and a reorged one for its transaction
+    # coming back, until final, or REORG_WATCH_US after its confirmation (then reporting
+    # it again asks the chain again).
+    watch_over = row.confirmed_at is not None and now - row.confirmed_at > REORG_WATCH_US
     if row.status == Status.CONFIRMED:
         watching = net is None or net.watches_reorgs
-        if final or not watching or (row.confirmed_at is not None and now - row.confirmed_at > REORG_WATCH_US):
+        if final or not watching or watch_over:
+            return None
+    elif row.status == Status.REORGED:
+        if final or watch_over:
             return None
     elif row.status != Status.PENDING:
         return None
@@ -450,8 +520,23 @@ def _next_check(row: Settlement, now: int, net: Network | None, settings: Settin
     return now + min(base << min(max(row.attempts - 1, 0), 20), MAX_BACKOFF_US)
 
 
-def _expected(row: Settlement) -> chain.Expected:
+def _expected(payment: Payment) -> chain.Expected:
+    return chain.Expected(payment.payer, payment.pay_to, payment.value, payment.nonce, payment.valid_before)
+
+
+def _expected_of(row: Settlement) -> chain.Expected:
+    """What a stored settlement's own report said (its row holds that report's values)."""
     return chain.Expected(row.payer, row.pay_to, row.amount, row.nonce, row.valid_before)
+
+
+async def _status_changed(
+    session: AsyncSession, row: Settlement, before: str | None, on_change: OnChange | None
+) -> None:
+    """Every status a settlement takes passes here, in the transaction that stores it:
+    a new report (``before`` None) and each change (pending -> confirmed | rejected,
+    confirmed -> reorged, reorged -> confirmed | rejected, rejected -> re-checked)."""
+    if on_change is not None:
+        await on_change(session, row)
 
 
 def _log_check(row: Settlement) -> None:

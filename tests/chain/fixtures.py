@@ -8,13 +8,17 @@ Fixtures
                                 .snapshot() .revert(id) .rpc(method, *params) .w3
     w3               (session)  web3.Web3 (sync HTTPProvider) on anvil.rpc_url
     usdc_artifact    (session)  compiled TestUSDC (abi, bytecode, deployed_bytecode, storage_layout)
+    circle_usdc      (session)  compiled Circle USDC: FiatTokenV2_2, FiatTokenProxy, SignatureChecker
     deployer         (session)  LocalAccount, anvil dev key #0 (10k ETH)
     facilitator      (session)  LocalAccount, anvil dev key #1 (10k ETH): submits settlements
     payer            (session)  fresh LocalAccount holding PAYER_FUNDS µUSDC at the canonical USDC
     pay_to           (session)  checksum address that receives payments (fresh key, no funds)
-    usdc             (session)  TokenHandle for TestUSDC at 0x8335...2913, name "USD Coin", version "2"
-    lookalike_usdc   (session)  TokenHandle: same code, same name/version, at another address
-                                (payer funded there too) - for negative tests
+    usdc             (session)  TokenHandle for Circle's real USDC (FiatTokenV2_2 behind FiatTokenProxy,
+                                compiled from npm sources with solc 0.6.12) at 0x8335...2913,
+                                name "USD Coin", version "2"
+    lookalike_usdc   (session)  TokenHandle: the mock TestUSDC, same name/version, at another address
+                                (payer funded there too) - for the look-alike cases only
+    wallet_factory   (session)  WalletFactory: deploys EIP-1271 OwnerWallets (tests/chain/contracts)
     chain_snapshot   (function) evm_snapshot before the test, evm_revert after (best effort;
                                 snapshots do not survive an anvil restart)
 
@@ -24,7 +28,10 @@ Helpers (importable)
     sign_authorization(payer, token, to, value, valid_after, valid_before, nonce=None, ...)
         -> {"signature", "authorization"}   (no SDK, any validAfter/validBefore)
     settle_on_chain(w3, usdc_address, payload, relayer, ...) -> "0x<tx hash>"
+    deploy_wallet_factory(w3, deployer) -> WalletFactory (EIP-1271 OwnerWallets at CREATE2 addresses)
+    erc6492_wrap(factory, factory_calldata, signature) -> the ERC-6492 signature of an undeployed wallet
     deploy_test_usdc(w3, deployer, name="USD Coin", version="2") -> TokenHandle
+    install_circle_usdc(w3, address=BASE_USDC) -> TokenHandle   (the real FiatTokenV2_2)
     install_token_at(w3, address, name="USD Coin", version="2") -> TokenHandle
     mine(w3, n), snapshot(w3), revert(w3, id)
 """
@@ -53,7 +60,7 @@ from .anvil import (
     revert,
     snapshot,
 )
-from .compile import compile_contract, storage_slot
+from .compile import compile_contract, compile_usdc, link, storage_slot
 
 __all__ = [
     "BASE_USDC",
@@ -64,6 +71,10 @@ __all__ = [
     "TokenHandle",
     "deploy_test_usdc",
     "install_token_at",
+    "install_circle_usdc",
+    "WalletFactory",
+    "deploy_wallet_factory",
+    "erc6492_wrap",
     "sign_payment",
     "sign_authorization",
     "settle_on_chain",
@@ -100,21 +111,21 @@ _TWA_BYTES = "transferWithAuthorization(address,address,uint256,uint256,uint256,
 
 @dataclass
 class TokenHandle:
-    """A TestUSDC instance: ``.address``, ``.contract`` (web3 Contract), ``.w3``."""
+    """A token instance: ``.address``, ``.contract`` (web3 Contract), ``.w3``."""
 
     w3: Any
     address: str
     contract: Any
     name: str
     version: str
+    minter: str = Account.from_key(DEV_KEYS[0]).address  # an unlocked anvil account
 
     def balance_of(self, who: str) -> int:
         return self.contract.functions.balanceOf(to_checksum_address(who)).call()
 
     def mint(self, to: str, amount: int) -> str:
-        """Mint ``amount`` µUSDC to ``to`` (open mint, sent from anvil dev account #0)."""
-        sender = Account.from_key(DEV_KEYS[0]).address
-        tx = self.contract.functions.mint(to_checksum_address(to), amount).transact({"from": sender})
+        """Mint ``amount`` µUSDC to ``to`` (sent from the token's minter)."""
+        tx = self.contract.functions.mint(to_checksum_address(to), amount).transact({"from": self.minter})
         self.w3.eth.wait_for_transaction_receipt(tx, timeout=30)
         return tx.to_0x_hex()
 
@@ -209,6 +220,58 @@ def install_token_at(
     if got != (name, version):
         raise AnvilError(f"token at {address} reports {got}, expected {(name, version)}")
     return TokenHandle(w3, address, contract, name, version)
+
+
+# ZeppelinOS proxy slots of FiatTokenProxy: keccak256("org.zeppelinos.proxy.implementation" / ".admin").
+PROXY_IMPLEMENTATION_SLOT = int.from_bytes(keccak(text="org.zeppelinos.proxy.implementation"), "big")
+PROXY_ADMIN_SLOT = int.from_bytes(keccak(text="org.zeppelinos.proxy.admin"), "big")
+# Roles of the installed USDC (unlocked anvil dev accounts): the proxy admin may not call
+# the token through the proxy, so it is an account of its own.
+USDC_PROXY_ADMIN = Account.from_key(DEV_KEYS[3]).address
+USDC_OWNER = Account.from_key(DEV_KEYS[4]).address  # owner, master minter, pauser, blacklister, minter
+
+
+def _deploy(w3, abi: list[Any], bytecode: str, *args: Any) -> str:
+    tx = w3.eth.contract(abi=abi, bytecode=bytecode).constructor(*args).transact({"from": USDC_PROXY_ADMIN})
+    receipt = w3.eth.wait_for_transaction_receipt(tx, timeout=30)
+    if receipt["status"] != 1:
+        raise AnvilError(f"deployment reverted: {tx.to_0x_hex()}")
+    return receipt["contractAddress"]
+
+
+def install_circle_usdc(w3, address: str = BASE_USDC, name: str = "USD Coin", symbol: str = "USDC") -> TokenHandle:
+    """Circle's USDC as deployed on Base: FiatTokenV2_2 (its SignatureChecker library
+    linked) behind a FiatTokenProxy at ``address``, initialized through v2.2.
+
+    The library and the implementation are deployed normally; the proxy's runtime code is
+    put at ``address`` with anvil_setCode and its two slots (implementation, admin) with
+    anvil_setStorageAt, which is all its constructor does.  The initializers then run
+    through the proxy, so the token's storage lives at ``address`` as on Base."""
+    build = compile_usdc()
+    checker = _deploy(w3, build["SignatureChecker"]["abi"], build["SignatureChecker"]["bytecode"])
+    token = build["FiatTokenV2_2"]
+    implementation = _deploy(w3, token["abi"], link(token, {"SignatureChecker": checker}))
+    address = to_checksum_address(address)
+    resp = w3.provider.make_request("anvil_setCode", [address, build["FiatTokenProxy"]["deployed_bytecode"]])
+    if "error" in resp:
+        raise AnvilError(f"anvil_setCode failed: {resp['error']}")
+    _set_storage(w3, address, PROXY_IMPLEMENTATION_SLOT, bytes.fromhex(implementation[2:].rjust(64, "0")))
+    _set_storage(w3, address, PROXY_ADMIN_SLOT, bytes.fromhex(USDC_PROXY_ADMIN[2:].rjust(64, "0")))
+    contract = w3.eth.contract(address=address, abi=token["abi"])
+    owner = {"from": USDC_OWNER}
+    for call in (
+        contract.functions.initialize(name, symbol, "USD", 6, USDC_OWNER, USDC_OWNER, USDC_OWNER, USDC_OWNER),
+        contract.functions.initializeV2(name),
+        contract.functions.initializeV2_1(USDC_OWNER),
+        contract.functions.initializeV2_2([], symbol),
+        contract.functions.configureMinter(USDC_OWNER, 2**256 - 1),
+    ):
+        receipt = w3.eth.wait_for_transaction_receipt(call.transact(owner), timeout=30)
+        if receipt["status"] != 1:
+            raise AnvilError(f"USDC set-up call reverted: {call.fn_name}")
+    if (contract.functions.name().call(), contract.functions.version().call()) != (name, "2"):
+        raise AnvilError(f"USDC at {address} is not {name!r} version 2")
+    return TokenHandle(w3, address, contract, name, "2", minter=USDC_OWNER)
 
 
 # -------------------------------------------------------------------- signing
@@ -316,9 +379,12 @@ def sign_authorization(
     name: str = "USD Coin",
     version: str = "2",
     chain_id: int = 8453,
+    from_address: str | None = None,
 ) -> dict[str, Any]:
     """EIP-3009 TransferWithAuthorization signed directly with eth_account (no SDK),
     for cases the SDK won't produce (future validAfter, past validBefore, wrong domain).
+    ``from_address``: the authorizer when it is not ``payer`` itself (a smart wallet that
+    ``payer`` owns: the wallet checks ``payer``'s signature of the EIP-712 digest).
     Returns the x402 exact inner payload ``{"signature", "authorization"}``."""
     import time
 
@@ -327,8 +393,9 @@ def sign_authorization(
     if nonce is None:
         nonce = secrets.token_bytes(32)
     nonce_hex = nonce if isinstance(nonce, str) else "0x" + nonce.hex()
+    authorizer = to_checksum_address(from_address or payer.address)
     message = {
-        "from": payer.address,
+        "from": authorizer,
         "to": to_checksum_address(to),
         "value": int(value),
         "validAfter": int(valid_after),
@@ -365,7 +432,7 @@ def sign_authorization(
     return {
         "signature": signed.signature.to_0x_hex(),
         "authorization": {
-            "from": payer.address,
+            "from": authorizer,
             "to": to_checksum_address(to),
             "value": str(value),
             "validAfter": str(valid_after),
@@ -373,6 +440,53 @@ def sign_authorization(
             "nonce": nonce_hex,
         },
     }
+
+
+# ------------------------------------------------------------ smart wallets
+
+ERC6492_MAGIC = bytes.fromhex("64926492" * 8)
+
+
+@dataclass
+class WalletFactory:
+    """OwnerWalletFactory (tests/chain/contracts): CREATE2 EIP-1271 wallets of one owner."""
+
+    w3: Any
+    contract: Any
+
+    @property
+    def address(self) -> str:
+        return self.contract.address
+
+    def address_of(self, owner: str, salt: bytes) -> str:
+        return self.contract.functions.addressOf(to_checksum_address(owner), salt).call()
+
+    def deploy_call(self, owner: str, salt: bytes) -> bytes:
+        """The calldata of ``deploy(owner, salt)`` (what an ERC-6492 signature carries)."""
+        data = self.contract.encode_abi("deploy", args=[to_checksum_address(owner), salt])
+        return bytes.fromhex(data[2:])
+
+    def deploy(self, owner: str, salt: bytes, sender: LocalAccount | str, *, wait: bool = True) -> str:
+        tx = _send(self.w3, self.contract.functions.deploy(to_checksum_address(owner), salt), sender, gas=500_000)
+        if wait:
+            self.w3.eth.wait_for_transaction_receipt(tx, timeout=30)
+        return tx
+
+
+def deploy_wallet_factory(w3, deployer: LocalAccount | str) -> WalletFactory:
+    art = compile_contract("OwnerWalletFactory")
+    tx = _send(w3, w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]).constructor(), deployer)
+    address = w3.eth.wait_for_transaction_receipt(tx, timeout=30)["contractAddress"]
+    return WalletFactory(w3, w3.eth.contract(address=address, abi=art["abi"]))
+
+
+def erc6492_wrap(factory: str, factory_calldata: bytes, signature: str) -> str:
+    """An ERC-6492 signature: abi.encode(factory, calldata, inner signature) + the magic suffix."""
+    from eth_abi import encode
+
+    inner = bytes.fromhex(signature[2:])
+    body = encode(["address", "bytes", "bytes"], [to_checksum_address(factory), factory_calldata, inner])
+    return "0x" + (body + ERC6492_MAGIC).hex()
 
 
 # ------------------------------------------------------------------ settling
@@ -500,22 +614,31 @@ def pay_to() -> str:
 
 
 @pytest.fixture(scope="session")
-def usdc(w3, deployer, payer) -> TokenHandle:
-    """TestUSDC at the canonical Base USDC address: deployed once normally, then
-    its runtime code copied to 0x8335...2913 and name/version written to storage.
-    The payer holds PAYER_FUNDS µUSDC there."""
-    template = deploy_test_usdc(w3, deployer, "USD Coin", "2")
-    token = install_token_at(w3, BASE_USDC, "USD Coin", "2", code=bytes(w3.eth.get_code(template.address)))
+def circle_usdc():
+    return compile_usdc()
+
+
+@pytest.fixture(scope="session")
+def usdc(w3, circle_usdc, payer) -> TokenHandle:
+    """Circle's real USDC (FiatTokenV2_2 behind FiatTokenProxy) at the canonical Base
+    address 0x8335...2913.  The payer holds PAYER_FUNDS µUSDC there."""
+    token = install_circle_usdc(w3, BASE_USDC)
     token.mint(payer.address, PAYER_FUNDS)
     return token
 
 
 @pytest.fixture(scope="session")
 def lookalike_usdc(w3, usdc, payer) -> TokenHandle:
-    """Same code, same name "USD Coin"/"2", NOT at the configured USDC address."""
+    """The mock TestUSDC with the same name "USD Coin"/"2", NOT at the configured USDC
+    address: a token emitting USDC's events from elsewhere (the real contract cannot)."""
     token = install_token_at(w3, LOOKALIKE_ADDRESS, "USD Coin", "2")
     token.mint(payer.address, PAYER_FUNDS)
     return token
+
+
+@pytest.fixture(scope="session")
+def wallet_factory(w3, deployer) -> WalletFactory:
+    return deploy_wallet_factory(w3, deployer)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Proves the local-EVM test infrastructure (anvil + TestUSDC + x402 SDK signing)."""
+"""Proves the local-EVM test infrastructure (anvil + Circle's USDC + x402 SDK signing)."""
 
 from __future__ import annotations
 
