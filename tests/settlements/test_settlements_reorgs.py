@@ -105,7 +105,6 @@ async def test_dropped_then_rebroadcast_later_confirms_at_the_new_block(
     client, make_token, db, recheck, w3, anvil, usdc, payer, pay_to, facilitator, chain_snapshot
 ):
     writer = await make_token("settlements:write", "settlements:read")
-    before_payment = anvil.snapshot()
     payload, _ = sign_payment(payer, pay_to, 2_000_000)
     tx = settle_on_chain(w3, usdc.address, payload, facilitator)
     raw = anvil.rpc("eth_getRawTransactionByHash", tx)
@@ -117,9 +116,9 @@ async def test_dropped_then_rebroadcast_later_confirms_at_the_new_block(
     assert (await get(client, writer, sid))["status"] == "confirmed"
     assert await credit(db, "ws_reorg_later") == 2_000_000
 
-    # The payment's blocks are replaced by others without it: dropped.
-    anvil.revert(before_payment)
-    anvil.mine(40)
+    # The payment's blocks are replaced by others without it (anvil_reorg): dropped.
+    anvil.reorg(33)
+    anvil.mine(8)
     await recheck()
     got = await get(client, writer, sid)
     assert (got["status"], got["reason"]) == ("reorged", "block_not_canonical")
