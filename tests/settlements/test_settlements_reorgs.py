@@ -28,6 +28,18 @@ async def credit(db, workspace_id):
         return await confirmed_credit_total(session, workspace_id)
 
 
+def rebroadcast(anvil, raw, tx):
+    """Broadcast a signed transaction again; the block it is mined in.
+
+    Its fee was set for the base fee of its first block; after an evm_revert anvil's next
+    base fee can be above it (the transaction then waits in the pool), so it is lowered."""
+    anvil.rpc("anvil_setNextBlockBaseFeePerGas", "0x1")
+    anvil.rpc("eth_sendRawTransaction", raw)
+    receipt = anvil.rpc("eth_getTransactionReceipt", tx)
+    assert receipt is not None, f"not mined: pool {anvil.rpc('txpool_content')}, head {anvil.block_number()}"
+    return int(receipt["blockNumber"], 16)
+
+
 async def finalized_invoice(client, admin, workspace_id):
     """A real finalized invoice of $0.80 (one hour of giga-max in January)."""
     events = [event("sandbox.running", "2026-01-10T10:00:00Z", workspace_id=workspace_id, template="giga-max"),
@@ -67,7 +79,7 @@ async def test_mined_again_at_the_same_height_pays_the_invoice_again(
     # outage tests restart anvil, it was seen to re-execute it with no USDC logs.)
     anvil.revert(before_payment)
     anvil.set_next_block_timestamp(old_block["timestamp"] + 1)
-    anvil.rpc("eth_sendRawTransaction", raw)
+    assert rebroadcast(anvil, raw, tx) == height
     anvil.mine(32)
     again = w3.eth.get_transaction_receipt(tx)
     assert (again["blockNumber"], again["status"]) == (height, 1)
@@ -93,7 +105,6 @@ async def test_dropped_then_rebroadcast_later_confirms_at_the_new_block(
     client, make_token, db, recheck, w3, anvil, usdc, payer, pay_to, facilitator, chain_snapshot
 ):
     writer = await make_token("settlements:write", "settlements:read")
-    before_payment = anvil.snapshot()
     payload, _ = sign_payment(payer, pay_to, 2_000_000)
     tx = settle_on_chain(w3, usdc.address, payload, facilitator)
     raw = anvil.rpc("eth_getRawTransactionByHash", tx)
@@ -105,9 +116,9 @@ async def test_dropped_then_rebroadcast_later_confirms_at_the_new_block(
     assert (await get(client, writer, sid))["status"] == "confirmed"
     assert await credit(db, "ws_reorg_later") == 2_000_000
 
-    # The payment's blocks are replaced by others without it: dropped.
-    anvil.revert(before_payment)
-    anvil.mine(40)
+    # The payment's blocks are replaced by others without it (anvil_reorg): dropped.
+    anvil.reorg(33)
+    anvil.mine(8)
     await recheck()
     got = await get(client, writer, sid)
     assert (got["status"], got["reason"]) == ("reorged", "block_not_canonical")
@@ -116,8 +127,7 @@ async def test_dropped_then_rebroadcast_later_confirms_at_the_new_block(
     assert (await get(client, writer, sid))["status"] == "reorged"
 
     # The facilitator broadcasts the same signed transaction again: mined later.
-    anvil.rpc("eth_sendRawTransaction", raw)
-    new_height = w3.eth.get_transaction_receipt(tx)["blockNumber"]
+    new_height = rebroadcast(anvil, raw, tx)
     assert new_height > height
     await recheck()  # mined, not yet safe
     assert (await get(client, writer, sid))["status"] == "reorged"
