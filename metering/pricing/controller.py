@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from litestar import Controller, Request, get, post
 from litestar.params import FromQuery, JSONBody
 
@@ -10,6 +12,15 @@ from metering.api.params import time_param
 from metering.core.pricing import price_version_to_doc
 from metering.db.base import now_us
 from metering.errors import NotFound
+from metering.pricing.preview import preview
+
+
+class PreviewRequest(msgspec.Struct, forbid_unknown_fields=True):
+    version: Any  # as POST /v1/prices takes it, any effective_from
+    period_start: str
+    period_end: str
+    workspace_id: str | None = None
+    as_of: str | None = None  # usage of a period still running counts up to here (default: now)
 
 
 class PriceController(Controller):
@@ -34,3 +45,14 @@ class PriceController(Controller):
     async def add(self, request: Request, data: JSONBody[dict[str, Any]]) -> dict[str, Any]:
         version = await request.app.state.prices.add_version(request.app.state.db, data)
         return price_version_to_doc(version)
+
+    @post("/preview", operation_id="previewPrices", status_code=200, opt={"scope": "admin"},
+          summary="Each invoice of a period re-rated with a price version, beside what it is (nothing stored)")
+    async def preview(self, request: Request, data: JSONBody[PreviewRequest]) -> dict[str, Any]:
+        start = time_param("period_start", data.period_start, required=True)
+        end = time_param("period_end", data.period_end, required=True)
+        as_of = time_param("as_of", data.as_of)
+        assert start is not None and end is not None
+        state = request.app.state
+        return await preview(state.db, state.settings, state.prices, data.version, start, end,
+                             data.workspace_id, as_of)

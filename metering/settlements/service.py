@@ -18,7 +18,9 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from metering.core.money import parse_money
+from metering.audit import models as audit
+from metering.audit.service import record
+from metering.core.money import format_money, parse_money
 from metering.db import Database
 from metering.db.base import now_us, rows_in
 from metering.db.paging import decode_cursor, encode_cursor
@@ -56,6 +58,21 @@ InvoiceCheck = Callable[[AsyncSession, str], Awaitable[str]]
 OnChange = Callable[[AsyncSession, Settlement], Awaitable[None]]
 
 _canonical = msgspec.json.Encoder(order="sorted")
+
+
+AUDITED = {Status.CONFIRMED: audit.SETTLEMENT_CONFIRMED, Status.REJECTED: audit.SETTLEMENT_REJECTED,
+           Status.REORGED: audit.SETTLEMENT_REORGED}
+
+
+async def _changed(session: AsyncSession, row: Settlement, on_change: OnChange | None) -> None:
+    """A stored status change, in its transaction: the invoices' hook, then the audit entry."""
+    if on_change is not None:
+        await on_change(session, row)
+    if row.status in AUDITED:
+        await record(session, AUDITED[row.status], row.id, {
+            "network": row.network, "transaction": row.transaction, "block_number": row.block_number,
+            "payer": row.payer, "pay_to": row.pay_to, "amount": format_money(row.amount),
+            "purpose": msgspec.json.decode(row.purpose), "reason": row.reason})
 
 
 class _KeyClash(Exception):
@@ -293,8 +310,7 @@ async def _insert(
         async with db.write() as session:
             session.add(row)
             await _flush_or_clash(session)
-            if on_change is not None:
-                await on_change(session, row)
+            await _changed(session, row, on_change)
         return ReportOutcome(row, created=True)
     except _KeyClash:
         pass
@@ -402,8 +418,8 @@ async def _save_check(
                 result = await session.execute(update(Settlement).where(guard).values(**values))
             except IntegrityError as exc:
                 raise _KeyClash from exc
-            if result.rowcount and on_change is not None and updated.status != before[0]:
-                await on_change(session, updated)
+            if result.rowcount and updated.status != before[0]:
+                await _changed(session, updated, on_change)
     except _KeyClash:
         if before[0] == Status.REJECTED:
             return None  # a re-checked rejection lost to a newer report of the payment

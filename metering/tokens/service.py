@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import update
 
+from metering.audit import models as audit
+from metering.audit.service import record
 from metering.db import Database
 from metering.db.base import now_us
 from metering.errors import Invalid, NotFound, field_error
@@ -75,6 +77,11 @@ def validate_request(name: str, scopes: list[str], workspace_id: str | None) -> 
         raise Invalid("the token request is invalid", errors)
 
 
+def token_facts(row: ApiToken) -> dict:
+    """What the audit keeps of a new token: never the token or its hash."""
+    return {"name": row.name, "scopes": row.scopes.split(), "workspace_id": row.workspace_id}
+
+
 async def create_token(db: Database, name: str, scopes: list[str], workspace_id: str | None) -> CreatedToken:
     validate_request(name, scopes, workspace_id)
     token = f"mtr_sk_{secrets.token_hex(16)}"
@@ -88,6 +95,7 @@ async def create_token(db: Database, name: str, scopes: list[str], workspace_id:
     )
     async with db.write() as session:
         session.add(row)
+        await record(session, audit.TOKEN_CREATED, row.id, token_facts(row))
     return CreatedToken(row=row, token=token)
 
 
@@ -102,6 +110,8 @@ async def revoke_token(db: Database, token_id: str) -> None:
             exists = await session.get(ApiToken, token_id)
             if exists is None:
                 raise NotFound(f"no token {token_id!r}")
+        else:
+            await record(session, audit.TOKEN_REVOKED, token_id, {})
 
 
 async def authenticate(db: Database, token: str, admin_token: str | None) -> Principal | None:
