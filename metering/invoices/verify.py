@@ -92,7 +92,9 @@ def _billed_then(inv: Invoice, other: Invoice) -> bool:
 
 def _expected(inv: Invoice, invoices: list[Invoice], lines: dict[str, list[Line]], events: _Workspace,
               book: PriceBook) -> list[Line]:
-    """The running, extension and adjustment lines ``inv`` should carry."""
+    """The running, extension and adjustment lines ``inv`` should carry, given the lines the
+    invoices finalized before it should carry (``lines``: so a wrong line is named once, on
+    its own invoice, not again on the adjustments after it)."""
     assert inv.finalized_at is not None
     at = inv.finalized_at
     expected = priced_lines(*events.usage(at), book, inv.period_start, inv.period_end, at)
@@ -175,9 +177,12 @@ async def verify_invoices(db: Database, prices: PriceCatalog, invoice_id: str | 
                     InvoiceLine.invoice_id.in_(list(lines))).order_by(InvoiceLine.position)):
                 lines[row.invoice_id].append(_as_line(row))
             events = await _events(session, ws)
+        derived: dict[str, list[Line]] = {}
+        for inv in sorted(invoices, key=lambda i: i.finalized_at or 0):
+            derived[inv.id] = _expected(inv, invoices, derived, events, book)
         for inv in sorted(invoices, key=lambda i: i.number or ""):
             if invoice_id is not None and inv.id != invoice_id:
                 continue
             checked += 1
-            diffs += compare(inv, lines[inv.id], _expected(inv, invoices, lines, events, book))
+            diffs += compare(inv, lines[inv.id], derived[inv.id])
     return Report(checked, diffs)

@@ -153,7 +153,9 @@ async def test_verify_names_the_first_bad_seq(db, settings, how, bad):
         await tamper(db, "UPDATE audit_log SET seq = CASE seq WHEN -2 THEN 3 ELSE 2 END WHERE seq < 0")
     verdict = await verify_chain(db)
     assert verdict.bad_seq == bad, verdict
-    # The command line says the same, and exits 1.
+    if bad != 3:
+        return
+    # The command line says the same, and exits 1 (once: a process start is slow).
     env = {**os.environ, "METERING_DATABASE_URL": settings.database_url}
     run = subprocess.run([sys.executable, "-m", "metering.cli", "audit", "verify"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
