@@ -230,13 +230,19 @@ async def test_a_change_that_fails_before_commit_leaves_no_entry(client, db, adm
         assert (await session.execute(text("SELECT seq, kind FROM audit_log"))).all() == [(1, audit.INVOICE_FINALIZED)]
 
 
-@pytest.mark.parametrize("scopes", [["usage:read"]])
-async def test_killed_between_the_change_and_its_commit_stores_neither(db, settings, tmp_path, scopes):
-    """``metering tokens create`` killed (SIGKILL) once its entry is written, before the commit."""
+@pytest.mark.parametrize("command", [
+    ["tokens", "create", "--name", "k", "--scope", "usage:read"],
+    ["billing", "run", "--period-start", JAN["period_start"], "--period-end", JAN["period_end"]],
+])
+async def test_killed_between_the_change_and_its_commit_stores_neither(client, admin, db, settings, tmp_path,
+                                                                        command):
+    """The CLI killed (SIGKILL) once its first entry is written, before the commit."""
+    evs = [event("sandbox.running", "2026-01-10T10:00:00Z"), event("sandbox.stopped", "2026-01-10T11:00:00Z")]
+    assert (await client.post("/v1/events", json=evs, headers={**admin, **BATCH})).status_code == 202
     marker = tmp_path / "paused"
     env = {**os.environ, "METERING_DATABASE_URL": settings.database_url, "METERING_TEST_AUDIT_PAUSE": str(marker)}
-    proc = subprocess.Popen([sys.executable, "-m", "metering.cli", "tokens", "create", "--name", "k",
-                             "--scope", scopes[0]], cwd=ROOT, env=env, stdout=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "metering.cli", *command], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not marker.exists():
         assert proc.poll() is None and time.monotonic() < deadline
@@ -245,8 +251,33 @@ async def test_killed_between_the_change_and_its_commit_stores_neither(db, setti
     proc.wait()
     async with db.read() as session:
         assert (await session.execute(text("SELECT count(*) FROM api_tokens"))).scalar() == 0
+        assert (await session.execute(text("SELECT count(*) FROM invoices WHERE status <> 'draft'"))).scalar() == 0
         assert (await session.execute(text("SELECT count(*) FROM audit_log"))).scalar() == 0
     # The seq it had taken is taken again: no gap.
     await create_token(db, "after", ["usage:read"], None)
     verdict = await verify_chain(db)
     assert verdict.ok and verdict.checked == 1
+
+
+async def test_the_daily_report_job_writes_each_days_last_hash(client, admin, db, settings):
+    from pathlib import Path
+
+    from metering.core.periods import DAY_US, floor_to
+    from metering.core.timeutil import format_time
+    from metering.scheduler.jobs import JobContext, reports
+
+    today = floor_to(now_us(), "day")
+    evs = [event("sandbox.running", format_time(today - DAY_US + 3_600_000_000)),
+           event("sandbox.stopped", format_time(today - DAY_US + 7_200_000_000))]
+    assert (await client.post("/v1/events", json=evs, headers={**admin, **BATCH})).status_code == 202
+    for i in range(2):
+        await create_token(db, f"t{i}", ["usage:read"], None)
+    ctx = JobContext(db=db, settings=settings, prices=client.app.state.prices, now_us=today + 2 * DAY_US)
+    assert (await reports(ctx)).outcome == "ok"
+    anchors = Path(settings.reports_dir) / "@audit"
+    # Yesterday had no entry yet; today's last one is seq 2.
+    [only] = sorted(anchors.glob("*.json"))
+    async with db.read() as session:
+        last = (await session.execute(text("SELECT hash FROM audit_log WHERE seq = 2"))).scalar()
+    assert json.loads(only.read_text()) == {"day": only.stem, "seq": 2, "hash": last}
+    assert only.stem == time.strftime("%Y-%m-%d", time.gmtime(today // 1_000_000))
