@@ -107,6 +107,33 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _invoices_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from metering.invoices.verify import verify_invoices
+
+    report = _with_database(settings, lambda db: verify_invoices(db, _prices(settings), args.id))
+    for difference in report.differences:
+        print(difference)
+    bad = len({d.invoice_id for d in report.differences})
+    print(f"{report.checked} finalized invoices re-derived: "
+          + (f"{bad} differ" if bad else "every one matches its events and prices"),
+          file=sys.stderr if bad else sys.stdout)
+    return 1 if bad else 0
+
+
+def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from metering.audit.verify import verify_chain
+
+    anchors = Path(args.anchors) if args.anchors else None
+    verdict = _with_database(settings, lambda db: verify_chain(db, anchors))
+    if verdict.ok:
+        print(f"audit trail intact: {verdict.checked} entries")
+        return 0
+    print(f"audit trail broken at seq {verdict.bad_seq}: {verdict.problem}", file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metering", description="Billing and usage metering service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--period-start", required=True, help="RFC 3339, e.g. 2026-01-01T00:00:00Z")
     run.add_argument("--period-end", required=True)
     run.set_defaults(func=_billing_run)
+
+    invoices = sub.add_parser("invoices", help="invoices").add_subparsers(dest="invoices_command", required=True)
+    verify = invoices.add_parser("verify", help="re-derive finalized invoices from the stored events and prices; "
+                                               "exit 1 naming each invoice and line that differs")
+    verify.add_argument("--id", default=None, help="only this invoice")
+    verify.set_defaults(func=_invoices_verify)
+
+    audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="audit_command", required=True)
+    check = audit.add_parser("verify", help="check the hash chain; exit 1 naming the first bad seq")
+    check.add_argument("--anchors", default=None,
+                       help="a directory of daily anchors (<reports_dir>/@audit, or a copy) the chain must match")
+    check.set_defaults(func=_audit_verify)
 
     scheduler = sub.add_parser("scheduler", help="run the scheduled jobs until SIGTERM/SIGINT")
     scheduler.add_argument("--once", action="store_true", help="run each job one time, then exit (cron, tests)")

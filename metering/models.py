@@ -2,6 +2,7 @@
 
 from sqlmodel import SQLModel
 
+from metering.audit.models import AuditEntry
 from metering.events.models import Event
 from metering.invoices.models import BillingRun, Counter, Invoice, InvoiceLine
 from metering.pricing.models import PriceVersionRow
@@ -15,7 +16,7 @@ from metering.webhooks.models import Delivery, OutboxEvent
 metadata = SQLModel.metadata
 
 __all__ = [
-    "ApiToken", "BillingRun", "Counter", "Delivery", "Event", "Invoice", "InvoiceLine", "JobLease", "JobRun",
+    "ApiToken", "AuditEntry", "BillingRun", "Counter", "Delivery", "Event", "Invoice", "InvoiceLine", "JobLease", "JobRun",
     "OutboxEvent", "PriceVersionRow", "Report", "SandboxState", "Settlement", "UsageExtension", "UsageInterval",
     "UsageMark", "metadata",
 ]

@@ -17,6 +17,7 @@ from metering.api.health import HealthController, metrics_handler
 from metering.api.metrics import Metrics
 from metering.api.middleware import request_id_middleware
 from metering.api.problems import on_http_exception, on_problem, on_unexpected
+from metering.audit.controller import AuditController
 from metering.db import Database, create_database
 from metering.errors import Problem
 from metering.events.controller import EventController
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             BillingRunController,
             InvoiceController,
             ExportController,
+            AuditController,
         ],
         state=state,
         lifespan=[lifespan],

@@ -6,6 +6,7 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
 
+from metering.audit.service import actor
 from metering.errors import Forbidden, NotFound, Unauthorized
 from metering.tokens.service import Principal, authenticate
 
@@ -32,6 +33,7 @@ async def require_scope(connection: ASGIConnection, handler: BaseRouteHandler) -
     if scope is not None and not principal.allows(scope):
         raise Forbidden(f"the token lacks the {scope!r} scope")
     connection.state.principal = principal
+    actor.set("operator" if principal.token_id == "admin-env" else principal.token_id)  # who the audit names
 
 
 def current_principal(connection: ASGIConnection) -> Principal:

@@ -133,6 +133,10 @@ class PriceBook:
         """A new book with ``version`` added (ValueError if its start is already taken)."""
         return PriceBook((*self._versions, version))
 
+    def replacing(self, version: PriceVersion) -> PriceBook:
+        """A new book with ``version`` in it, in place of any version with its start (a what-if)."""
+        return PriceBook((*(v for v in self._versions if v.effective_from != version.effective_from), version))
+
 
 # --- documents (TOML config and JSON API) -------------------------------------------------
 

@@ -16,6 +16,7 @@ from metering.core.money import format_money
 from metering.core.timeutil import format_time
 from metering.db.base import now_us, rows_in
 from metering.errors import Conflict, NotFound
+from metering.invoices import trail
 from metering.invoices.models import Invoice, InvoiceLine
 from metering.settings import Settings
 from metering.settlements import service as settlements
@@ -64,6 +65,7 @@ async def sync_paid(session: AsyncSession, invoice_ids: Sequence[str] | None = N
         if wanted != status:
             await session.execute(update(INVOICES).where(INVOICES.c.id == invoice_id).values(
                 status=wanted, paid_at=now_us() if covered else None))
+            await trail.status_changed(session, invoice_id, wanted, paid.get(invoice_id, 0))
             changed += 1
     return changed
 

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from metering.db.base import now_us
 from metering.errors import Conflict, NotFound
+from metering.invoices import trail
 from metering.invoices.models import Invoice, InvoiceLine
 from metering.invoices.payments import amount_paid
 from metering.tokens.service import Principal
@@ -51,5 +52,7 @@ async def void(session: AsyncSession, invoice_id: str, principal: Principal) -> 
     if inv.status != "finalized" or paid > 0:
         raise Conflict(f"only a finalized, unpaid invoice can be voided; this one is {inv.status}"
                        + (" with payments" if paid else ""))
-    await session.execute(update(Invoice).where(Invoice.id == invoice_id, Invoice.status == "finalized")
-                          .values(status="void", voided_at=now_us()))
+    voided = await session.execute(update(Invoice).where(Invoice.id == invoice_id, Invoice.status == "finalized")
+                                   .values(status="void", voided_at=now_us()))
+    if voided.rowcount:
+        await trail.status_changed(session, invoice_id, "void")

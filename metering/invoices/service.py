@@ -10,6 +10,7 @@ taken from a counter row inside the finalizing transaction (a rollback gives the
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Select, bindparam, delete, func, insert, select, union, update
@@ -22,13 +23,13 @@ from metering.db import Database, insert_ignore
 from metering.db.base import in_slices
 from metering.db.base import now_us as current_time_us
 from metering.errors import Invalid, field_error
-from metering.invoices import payments
+from metering.invoices import payments, trail
 from metering.invoices.lines import Line, adjustment_lines, credit_line, usage_lines
 from metering.invoices.models import BillingRun, Counter, Invoice, InvoiceLine
 from metering.logging import get_logger
 from metering.pricing.service import PriceCatalog
 from metering.settings import Settings
-from metering.usage.compute import aggregate
+from metering.usage.compute import StoredExtension, StoredInterval, aggregate
 from metering.usage.models import UsageExtension, UsageInterval, UsageMark, still_running
 from metering.usage.service import load_usage_rows, load_usage_rows_of
 
@@ -71,13 +72,18 @@ async def candidate_workspaces(session: AsyncSession, start: int, end: int) -> l
     return sorted((await session.execute(query)).scalars())
 
 
-async def period_lines(
-    session: AsyncSession, workspace_id: str, start: int, end: int, book: PriceBook, now: int
-) -> list[Line]:
-    intervals, extensions = await load_usage_rows(session, workspace_id, start, end)
+def priced_lines(intervals: Iterable[StoredInterval], extensions: Iterable[StoredExtension], book: PriceBook,
+                 start: int, end: int, now: int) -> list[Line]:
+    """A period's running and extension lines from its usage rows, as of ``now``."""
     buckets = aggregate(intervals, extensions, book, start=start, end=end, as_of=min(now, end),
                         group_by=("deployment", "template"))
     return usage_lines(buckets)
+
+
+async def period_lines(
+    session: AsyncSession, workspace_id: str, start: int, end: int, book: PriceBook, now: int
+) -> list[Line]:
+    return priced_lines(*await load_usage_rows(session, workspace_id, start, end), book, start, end, now)
 
 
 def _as_line(row) -> Line:  # type: ignore[no-untyped-def]
@@ -156,16 +162,20 @@ async def _drafts(
     marks = await _marks(session, workspace_ids, end)
     drafts = []
     for ws in workspace_ids:
-        intervals, extensions = usage.get(ws, ([], []))
-        buckets = aggregate(intervals, extensions, book, start=start, end=end, as_of=min(now, end),
-                            group_by=("deployment", "template"))
-        lines = usage_lines(buckets)
+        lines = priced_lines(*usage.get(ws, ([], [])), book, start, end, now)
         ws_marks = marks.get(ws, [])
         exclude = existing[ws][0] if ws in existing else None
         lines += await late_adjustments(session, ws, start, min((since for _, since in ws_marks), default=None),
                                         book, now, exclude)
         drafts.append(Draft(ws, lines, [mark_id for mark_id, _ in ws_marks]))
     return drafts
+
+
+def with_credit(lines: list[Line], available: int) -> tuple[list[Line], int, int]:
+    """An invoice's lines with the credit it applies, its subtotal, and the credit applied."""
+    subtotal = sum(line.amount for line in lines)
+    credit = credit_line(available, subtotal)
+    return ([*lines, credit] if credit else lines), subtotal, (-credit.amount if credit else 0)
 
 
 async def _drop_drafts(session: AsyncSession, invoice_ids: list[str]) -> None:
@@ -236,11 +246,7 @@ async def bill_workspaces(
         numbers = await next_numbers(session, len(drafts)) if finalize else [None] * len(drafts)
         line_rows, totals = [], []
         for draft, invoice_id, number in zip(drafts, invoice_ids, numbers):
-            lines = draft.lines
-            subtotal = sum(line.amount for line in lines)
-            credit = credit_line(credits.get(draft.workspace_id, 0), subtotal)
-            if credit is not None:
-                lines = [*lines, credit]
+            lines, subtotal, applied = with_credit(draft.lines, credits.get(draft.workspace_id, 0))
             line_rows += [
                 {"invoice_id": invoice_id, "position": i, "kind": ln.kind, "usage_kind": ln.usage_kind,
                  "deployment_id": ln.deployment_id, "template": ln.template, "quantity": ln.quantity,
@@ -248,7 +254,6 @@ async def bill_workspaces(
                  "original_period_start": ln.original_period_start}
                 for i, ln in enumerate(lines)
             ]
-            applied = -credit.amount if credit else 0
             totals.append({"invoice_id": invoice_id, "subtotal_": subtotal, "credits_": applied,
                            "total_": subtotal - applied, "status_": "finalized" if finalize else "draft",
                            "number_": number, "finalized_at_": now if finalize else None, "updated_at_": now})
@@ -259,6 +264,7 @@ async def bill_workspaces(
             # These marks are now reflected on frozen invoices; later ones stay for the next.
             for part in in_slices([mark_id for d in drafts for mark_id in d.mark_ids]):
                 await session.execute(delete(MARKS).where(MARKS.c.id.in_(part)))
+            await trail.finalized(session, invoice_ids)
             await payments.on_finalized(session, settings, invoice_ids)
 
 

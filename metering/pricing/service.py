@@ -20,6 +20,8 @@ from metering.core.pricing import (
     price_version_from_doc,
     price_version_to_doc,
 )
+from metering.audit import models as audit
+from metering.audit.service import record
 from metering.db import Database
 from metering.db.base import now_us
 from metering.errors import Conflict, Invalid, field_error
@@ -59,34 +61,41 @@ class PriceCatalog:
             self.book, self._loaded_id = book, newest
         return self.book
 
-    async def add_version(self, db: Database, doc: dict) -> PriceVersion:
-        """Store a new version; only a future ``effective_from``, never a change to one."""
+    async def read_version(self, db: Database, doc: dict) -> tuple[PriceVersion, PriceBook]:
+        """A version from its document and the book it would join (422 if it is invalid)."""
         try:
             version = price_version_from_doc(doc, self.file_book.versions[-1].run_tiers)
         except ValueError as exc:
             raise Invalid("the price version is invalid", [field_error(str(exc))]) from None
-        if version.effective_from <= now_us():
-            raise Invalid(
-                "a new price version must take effect in the future",
-                [field_error("must be in the future", "effective_from")],
-            )
-        existing = (await self.refresh(db)).at(version.effective_from)
-        if existing is not None and existing.effective_from == version.effective_from:
-            raise _taken()
+        book = await self.refresh(db)
+        existing = book.at(version.effective_from)
         # Intervals running across the change are priced piecewise, so every template
         # the previous version prices must stay priced.
         missing = sorted(set(existing.prices) - set(version.prices)) if existing else []
         if missing:
             raise Invalid("a new version must keep pricing every template",
                           [field_error(f"missing {t}", f"prices.{t}") for t in missing])
-        row = PriceVersionRow(
-            effective_from=version.effective_from,
-            document=msgspec.json.encode(price_version_to_doc(version)).decode(),
-            created_at=now_us(),
-        )
+        return version, book
+
+    async def add_version(self, db: Database, doc: dict) -> PriceVersion:
+        """Store a new version; only a future ``effective_from``, never a change to one."""
+        version, book = await self.read_version(db, doc)
+        if version.effective_from <= now_us():
+            raise Invalid(
+                "a new price version must take effect in the future",
+                [field_error("must be in the future", "effective_from")],
+            )
+        existing = book.at(version.effective_from)
+        if existing is not None and existing.effective_from == version.effective_from:
+            raise _taken()
+        doc = price_version_to_doc(version)
+        row = PriceVersionRow(effective_from=version.effective_from, document=msgspec.json.encode(doc).decode(),
+                              created_at=now_us())
         try:
             async with db.write() as session:
                 session.add(row)
+                await session.flush()  # a taken effective_from fails here, before the audit entry
+                await record(session, audit.PRICE_VERSION_ADDED, doc["effective_from"], doc)
         except IntegrityError:  # another instance stored the same effective_from first
             raise _taken() from None
         await self.refresh(db)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from metering.audit.verify import write_anchors
 from metering.core.periods import DAY_US, floor_to, period_bounds
 from metering.core.timeutil import format_time, parse_time
 from metering.db import Database
@@ -111,6 +112,7 @@ async def reports(ctx: JobContext) -> JobResult:
         return JobResult("skipped", detail="no day has ended since the last run")
     book = await ctx.prices.refresh(ctx.db)
     done = await write_reports(ctx.db, ctx.settings, book, lower, stop)
+    await write_anchors(ctx.db, ctx.settings.reports_dir, lower, stop)  # each day's last audit hash
     return JobResult("ok", key=done.key, detail=f"due={done.due} created={done.created}")
 
 

@@ -18,7 +18,9 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from metering.core.money import parse_money
+from metering.audit import models as audit
+from metering.audit.service import record
+from metering.core.money import format_money, parse_money
 from metering.db import Database
 from metering.db.base import now_us, rows_in
 from metering.db.paging import decode_cursor, encode_cursor
@@ -56,6 +58,10 @@ InvoiceCheck = Callable[[AsyncSession, str], Awaitable[str]]
 OnChange = Callable[[AsyncSession, Settlement], Awaitable[None]]
 
 _canonical = msgspec.json.Encoder(order="sorted")
+
+
+AUDITED = {Status.CONFIRMED: audit.SETTLEMENT_CONFIRMED, Status.REJECTED: audit.SETTLEMENT_REJECTED,
+           Status.REORGED: audit.SETTLEMENT_REORGED}
 
 
 class _KeyClash(Exception):
@@ -537,6 +543,11 @@ async def _status_changed(
     confirmed -> reorged, reorged -> confirmed | rejected, rejected -> re-checked)."""
     if on_change is not None:
         await on_change(session, row)
+    if row.status in AUDITED:
+        await record(session, AUDITED[row.status], row.id, {
+            "network": row.network, "transaction": row.transaction, "block_number": row.block_number,
+            "payer": row.payer, "pay_to": row.pay_to, "amount": format_money(row.amount),
+            "purpose": msgspec.json.decode(row.purpose), "reason": row.reason})
 
 
 def _log_check(row: Settlement) -> None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import update
 
+from metering.audit import models as audit
+from metering.audit.service import record
 from metering.db import Database
 from metering.db.base import now_us
 from metering.errors import Invalid, NotFound, field_error
@@ -77,6 +79,11 @@ def validate_request(name: str, scopes: list[str], workspace_id: str | None) -> 
         raise Invalid("the token request is invalid", errors)
 
 
+def token_facts(row: ApiToken) -> dict:
+    """What the audit keeps of a new token: never the token or its hash."""
+    return {"name": row.name, "scopes": row.scopes.split(), "workspace_id": row.workspace_id}
+
+
 async def create_token(db: Database, name: str, scopes: list[str], workspace_id: str | None) -> CreatedToken:
     validate_request(name, scopes, workspace_id)
     token = f"mtr_sk_{secrets.token_hex(16)}"
@@ -90,6 +97,7 @@ async def create_token(db: Database, name: str, scopes: list[str], workspace_id:
     )
     async with db.write() as session:
         session.add(row)
+        await record(session, audit.TOKEN_CREATED, row.id, token_facts(row))
     # Who may now do what; the token itself is never logged.
     log.info("token_created", token_id=row.id, name=name, scopes=list(dict.fromkeys(scopes)), workspace_id=workspace_id)
     return CreatedToken(row=row, token=token)
@@ -107,6 +115,7 @@ async def revoke_token(db: Database, token_id: str) -> None:
             if exists is None:
                 raise NotFound(f"no token {token_id!r}")
             return  # already revoked
+        await record(session, audit.TOKEN_REVOKED, token_id, {})
     log.info("token_revoked", token_id=token_id)
 
 
