@@ -1,14 +1,14 @@
 """The audit trail (CONTRACT 11): one hash-chained log, and its seq counter.
 
 Revision ID: 0016
-Revises: 0010
+Revises: 0013
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0010"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
