@@ -12,6 +12,7 @@ from litestar.handlers import get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
+from metering.api.bodies import with_body_gate
 from metering.api.fast_ingest import with_fast_ingest
 from metering.api.health import HealthController, metrics_handler
 from metering.api.metrics import Metrics
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         debug=False,
     )
     with_fast_ingest(app)
+    with_body_gate(app)  # outermost: every body passes it before any decoder
     return app
 
 
