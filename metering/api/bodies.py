@@ -19,18 +19,23 @@ checks of their own for these.
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
+
+import structlog
 
 from litestar import Litestar
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from metering.api.problems import send_problem
+from metering.api.middleware import record, request_id
+from metering.api.problems import PROBLEM_JSON, problem_body, send_json
 from metering.core.jsondepth import nests_deeper_than
 
 MAX_DEPTH = 64
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 GZIP_PATHS = frozenset({"/v1/events"})
 API_PREFIX = "/v1/"
+ROUTE_LABEL = "body-gate"  # the metrics' route label of the answers given here, whatever the path
 # Above this a body is scanned on a thread: the event loop goes on answering meanwhile.
 SCAN_ON_THREAD_BYTES = 256 * 1024
 
@@ -60,10 +65,16 @@ class BodyGate:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.inner(scope, receive, send)
             return
+        started = time.perf_counter()
         try:
             body, headers, gone = await self._admit(scope, receive)
         except Refused as refused:
-            await send_problem(send, refused.status, refused.detail)
+            # Answered before the app's middleware: its request id, metric and access-log line here.
+            rid = request_id(dict(scope["headers"]))
+            with structlog.contextvars.bound_contextvars(request_id=rid):
+                await send_json(send, refused.status, problem_body(refused.status, refused.detail), PROBLEM_JSON,
+                                headers=[(b"x-request-id", rid.encode())])
+                record(self.app.state.metrics, scope, ROUTE_LABEL, refused.status, started)
             return
         # The client that left mid-body: the app sees what came, then the disconnect, as before.
         pending: list[Message] = [{"type": "http.request", "body": body, "more_body": gone}]

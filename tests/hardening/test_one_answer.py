@@ -94,3 +94,11 @@ async def test_an_invalid_id_in_any_query_is_422_naming_it(client, admin, url):
     name = url.split("?")[1].split("=")[0] if "workspace_id=" in url or "usage" not in url else "workspace_id"
     name = "workspace_id" if "/usage" in url else name.split("&")[-1] if "&" in name else name
     assert any(e.get("field") in (name, "workspace_id") for e in problem["errors"]), problem
+
+
+async def test_refusals_of_the_gate_carry_a_request_id_and_are_counted(small, admin):
+    resp = await small.post("/v1/tokens", content=b"x", headers={**admin, "Content-Type": "text/plain",
+                                                                   "X-Request-ID": "req-gate"})
+    assert resp.status_code == 415 and resp.headers["x-request-id"] == "req-gate"
+    metrics = (await small.get("/metrics")).text
+    assert 'route="body-gate",status="415"' in metrics
