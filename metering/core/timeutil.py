@@ -32,10 +32,11 @@ def in_time_range(us: int) -> bool:
     return TIME_MIN <= us < TIME_MAX
 
 
-def parse_bounded_time(text: str) -> int:
-    """``parse_time``, and ValueError for a time outside ``TIME_RANGE``."""
+def parse_bounded_time(text: str, *, end: bool = False) -> int:
+    """``parse_time``, and ValueError for a time outside ``TIME_RANGE``; the exclusive ``end``
+    of a range may be ``TIME_MAX`` itself (the range still lies inside)."""
     us = parse_time(text)
-    if not in_time_range(us):
+    if not (in_time_range(us) or (end and us == TIME_MAX)):
         raise ValueError(f"{text!r} is not in {TIME_RANGE}")
     return us
 

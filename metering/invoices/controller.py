@@ -71,7 +71,7 @@ class BillingRunController(Controller):
         if request.state.principal.workspace_id is not None:
             raise Forbidden("a billing run bills every workspace; a token bound to one workspace cannot start it")
         start = time_param("period_start", data.period_start, required=True)
-        end = time_param("period_end", data.period_end, required=True)
+        end = time_param("period_end", data.period_end, required=True, end=True)
         state = request.app.state
         result = await run_billing(state.db, state.settings, start, end, prices=state.prices)
         return {"id": result.id, "period_start": format_time(result.period_start),

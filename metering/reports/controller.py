@@ -57,7 +57,7 @@ class ReportController(Controller):
         if id_param("workspace_id", workspace_id or None):
             ensure_workspace(principal, workspace_id)
         kind = choice_param("kind", kind, KINDS)
-        start_us, end_us = time_param("start", start), time_param("end", end)
+        start_us, end_us = time_param("start", start), time_param("end", end, end=True)
         if start_us is not None and end_us is not None and end_us <= start_us:
             raise Invalid("end must be after start", [field_error("must be after start", "end")])
         size = limit_param(limit)
