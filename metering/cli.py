@@ -53,13 +53,14 @@ def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]])
 
 
 def _times(**texts: str) -> list[int]:
-    from metering.core.timeutil import parse_time
+    from metering.core.timeutil import TIME_RANGE, parse_bounded_time
     from metering.errors import Invalid, field_error
 
     try:
-        return [parse_time(text) for text in texts.values()]
+        return [parse_bounded_time(text) for text in texts.values()]
     except ValueError as exc:
-        raise Invalid(str(exc), [field_error("must be an RFC 3339 time with an offset", ", ".join(texts))]) from None
+        raise Invalid(str(exc), [field_error(f"must be an RFC 3339 time with an offset, in {TIME_RANGE}",
+                                             ", ".join(texts))]) from None
 
 
 def _prices(settings: Settings) -> PriceCatalog:

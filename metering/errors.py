@@ -64,3 +64,11 @@ def field_error(message: str, field: str | None = None, index: int | None = None
     if field is not None:
         err["field"] = field
     return err
+
+
+def problem_class(status: int) -> type[Problem] | None:
+    """The one class, hence the one title and problem ``type``, of a status."""
+    return _BY_STATUS.get(status)
+
+
+_BY_STATUS = {cls.status: cls for cls in Problem.__subclasses__()}

@@ -12,10 +12,12 @@ from litestar.handlers import get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
+from metering.api.bodies import with_body_gate
 from metering.api.fast_ingest import with_fast_ingest
 from metering.api.health import HealthController, metrics_handler
 from metering.api.metrics import Metrics
 from metering.api.middleware import request_id_middleware
+from metering.api.openapi import document_api
 from metering.api.problems import on_http_exception, on_problem, on_unexpected
 from metering.audit.controller import AuditController
 from metering.db import Database, create_database
@@ -103,6 +105,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         debug=False,
     )
     with_fast_ingest(app)
+    with_body_gate(app)  # outermost: every body passes it before any decoder
+    document_api(app)
     return app
 
 

@@ -11,7 +11,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import Send
 
-from metering.errors import Problem, field_error
+from metering.errors import Problem, field_error, problem_class
 from metering.logging import get_logger
 
 PROBLEM_JSON = "application/problem+json"
@@ -20,9 +20,12 @@ log = get_logger(__name__)
 
 def problem_body(status: int, detail: str, errors: list[dict[str, Any]] | None = None,
                  slug: str | None = None) -> bytes:
-    title = HTTPStatus(status).phrase
+    # One title and type per status, whoever answers it (a route, Litestar, the body gate).
+    known = problem_class(status)
+    title = known.title if known else HTTPStatus(status).phrase
+    slug = slug or (known.slug if known else title.lower().replace(" ", "-"))
     return msgspec.json.encode({
-        "type": f"https://metering.dev/problems/{slug or title.lower().replace(' ', '-')}",
+        "type": f"https://metering.dev/problems/{slug}",
         "title": title,
         "status": status,
         "detail": detail,
@@ -70,6 +73,10 @@ def on_http_exception(_: Request, exc: HTTPException) -> Response[bytes]:
     if isinstance(exc, ValidationException):
         # Litestar's own parameter validation: a well-formed request with a bad value.
         errors = _validation_errors(exc.extra)
+        if any(e.get("field") == "data" for e in errors):
+            # The body as a whole (absent, or not the JSON object the route takes): malformed.
+            errors = [e for e in errors if e["message"] != "'data'"]  # Litestar's KeyError text
+            return problem_response(400, "the body must be a JSON object", errors)
         status = 400 if "JSON" in (exc.detail or "") else 422
         return problem_response(status, exc.detail or "invalid request", errors)
     return problem_response(exc.status_code, exc.detail or HTTPStatus(exc.status_code).phrase,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from typing import Any
 
 import uvicorn
@@ -105,8 +106,15 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+# Work moved off the event loop (big batches, the depth scan, usage pricing) runs on threads
+# that hold the GIL for up to this long before the loop may take it back: at the default 5 ms,
+# a request to the loop waits that long at each of its handoffs.
+GIL_SWITCH_SECONDS = 0.001
+
+
 def serve(app: Any, settings: Settings, host: str, port: int) -> None:
     freeze_startup_objects()
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     uvicorn.run(
         app,
         host=host,

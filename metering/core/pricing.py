@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping
 
 from metering.core.money import dollars_to_micro, format_money, micro_to_decimal_text
-from metering.core.timeutil import format_time, parse_time, to_us
+from metering.core.timeutil import TIME_RANGE, format_time, in_time_range, parse_time, to_us
 
 DEFAULT_RUN_TIERS: tuple[int, ...] = (500_000, 1_000_000, 2_000_000)
 
@@ -144,11 +144,19 @@ _VERSION_KEYS = {"effective_from", "prices", "run_tiers"}
 _PRICE_KEYS = {"hourly", "extension"}
 
 
+# A price is at most this many dollars (per hour, per extension, per run): with times bounded
+# too, every amount billed, reported or exported fits a 64-bit column.
+MAX_PRICE_DOLLARS = 10_000
+
+
 def _price(value: Any, where: str) -> Fraction:
     try:
-        return dollars_to_micro(value)
+        micro = dollars_to_micro(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from exc
+    if micro > MAX_PRICE_DOLLARS * 1_000_000:
+        raise ValueError(f"{where}: at most {MAX_PRICE_DOLLARS} dollars")
+    return micro
 
 
 def _run_tiers(values: Any, where: str) -> tuple[int, ...]:
@@ -165,17 +173,15 @@ def _run_tiers(values: Any, where: str) -> tuple[int, ...]:
 
 def _effective_from(value: Any, where: str) -> int:
     # TOML may carry a native (aware) datetime; JSON and quoted TOML carry a string.
-    if isinstance(value, datetime):
-        try:
-            return to_us(value)
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from exc
-    if not isinstance(value, str):
+    if not isinstance(value, (datetime, str)):
         raise ValueError(f"{where}: effective_from must be an RFC 3339 string")
     try:
-        return parse_time(value)
+        us = to_us(value) if isinstance(value, datetime) else parse_time(value)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from exc
+    if not in_time_range(us):
+        raise ValueError(f"{where}: must lie in {TIME_RANGE}")
+    return us
 
 
 def price_version_from_doc(

@@ -21,6 +21,26 @@ _RFC3339_RE = re.compile(
 )
 
 
+# Every time the service takes in (CONTRACT 1, Bounds) lies in [TIME_MIN, TIME_MAX): what is
+# accepted can always be billed, reported and exported, and every sum of such times fits.
+TIME_MIN = 946_684_800_000_000  # 2000-01-01T00:00:00Z
+TIME_MAX = 4_102_444_800_000_000  # 2100-01-01T00:00:00Z
+TIME_RANGE = "[2000-01-01, 2100-01-01)"
+
+
+def in_time_range(us: int) -> bool:
+    return TIME_MIN <= us < TIME_MAX
+
+
+def parse_bounded_time(text: str, *, end: bool = False) -> int:
+    """``parse_time``, and ValueError for a time outside ``TIME_RANGE``; the exclusive ``end``
+    of a range may be ``TIME_MAX`` itself (the range still lies inside)."""
+    us = parse_time(text)
+    if not (in_time_range(us) or (end and us == TIME_MAX)):
+        raise ValueError(f"{text!r} is not in {TIME_RANGE}")
+    return us
+
+
 def to_us(dt: datetime) -> int:
     """An aware datetime as microseconds since the epoch (naive ones are ambiguous: refused)."""
     if dt.tzinfo is None or dt.utcoffset() is None:

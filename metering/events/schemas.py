@@ -52,6 +52,9 @@ SOURCE, EVENT_ID, TYPE, TIME = 0, 1, 2, 3
 BODY_HASH = EVENT_COLUMNS.index("body_hash")
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+MAX_MINUTES = 1440  # one extension adds at most a day (CONTRACT 1, Bounds)
+# Any type may carry ``minutes``; whatever is stored fits its column and its sums.
+Minutes = Annotated[int, msgspec.Meta(ge=0, le=MAX_MINUTES)]
 
 
 # gc=False: the structs hold only strings, numbers and datetimes (no cycles), so a batch of
@@ -62,7 +65,7 @@ class EventData(msgspec.Struct, gc=False):
     sandbox_id: str | None = None
     run_id: str | None = None
     template: str | None = None
-    minutes: int | None = None
+    minutes: Minutes | None = None
 
 
 class CloudEvent(msgspec.Struct, gc=False):

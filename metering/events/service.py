@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import msgspec
 from sqlalchemy import Connection
 
-from metering.core.timeutil import format_time
+from metering.core.timeutil import TIME_RANGE, format_time, in_time_range
 from metering.db import Database
 from metering.db.statements import Statements
 from metering.db.upsert import BulkSQL
@@ -177,6 +177,7 @@ def _passes(rules: RuleCheck, ev: CloudEvent, time_us: int, template_known: Temp
     return (
         rules.passes(ev)
         and time_us <= latest_us
+        and in_time_range(time_us)
         and (template is None or template_known(template, time_us))
     )
 
@@ -243,6 +244,8 @@ def _validate_each(
         time_us = _to_us(ev.time)
         if time_us > latest_us:
             problems.append(("time", f"is too far in the future (latest accepted {format_time(latest_us)})"))
+        elif not in_time_range(time_us):
+            problems.append(("time", f"must lie in {TIME_RANGE}"))
         data = ev.data
         if data.template is not None and not problems and not template_known(data.template, time_us):
             problems.append(("data.template", f"unknown template {data.template!r}"))

@@ -7,11 +7,10 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
 from metering.api.auth import current_principal, ensure_workspace, require_scope
-from metering.api.params import choice_param, range_params
+from metering.api.params import choice_param, id_param, range_params
 from metering.core.timeutil import format_time
 from metering.db.base import now_us
-from metering.errors import Invalid, NotFound, field_error
-from metering.events.schemas import ID_PATTERN
+from metering.errors import NotFound
 from metering.exports.columns import DATASETS, FORMATS
 from metering.exports.formats import MEDIA_TYPES
 from metering.exports.plan import ExportRequest
@@ -47,10 +46,8 @@ class ExportController(Controller):
         if dataset not in DATASETS:
             raise NotFound(f"no export dataset {dataset!r}; there are {', '.join(DATASETS)}")
         principal = current_principal(request)
-        if workspace_id is not None:
+        if id_param("workspace_id", workspace_id) is not None:
             ensure_workspace(principal, workspace_id)
-            if not ID_PATTERN.fullmatch(workspace_id):
-                raise Invalid("workspace_id is invalid", [field_error("is not a valid id", "workspace_id")])
         start_us, end_us = range_params(start, end)
         fmt = choice_param("format", format, FORMATS) or "csv"
         # A bound token without workspace_id exports its own workspace, never everyone's.

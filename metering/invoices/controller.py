@@ -7,7 +7,7 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from metering.api.auth import ensure_workspace, require_scope
-from metering.api.params import choice_param, limit_param, time_param
+from metering.api.params import choice_param, id_param, limit_param, time_param
 from metering.core.money import format_money, format_seconds
 from metering.core.timeutil import format_time
 from metering.db.paging import decode_cursor, encode_cursor
@@ -71,7 +71,7 @@ class BillingRunController(Controller):
         if request.state.principal.workspace_id is not None:
             raise Forbidden("a billing run bills every workspace; a token bound to one workspace cannot start it")
         start = time_param("period_start", data.period_start, required=True)
-        end = time_param("period_end", data.period_end, required=True)
+        end = time_param("period_end", data.period_end, required=True, end=True)
         state = request.app.state
         result = await run_billing(state.db, state.settings, start, end, prices=state.prices)
         return {"id": result.id, "period_start": format_time(result.period_start),
@@ -91,7 +91,7 @@ class InvoiceController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         principal = request.state.principal
-        if workspace_id is not None:
+        if id_param("workspace_id", workspace_id) is not None:
             ensure_workspace(principal, workspace_id)
         scope_ws = workspace_id or principal.workspace_id
         status = choice_param("status", status, STATUSES)

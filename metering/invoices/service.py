@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from metering.core.periods import floor_to, period_bounds
 from metering.core.pricing import PriceBook
-from metering.core.timeutil import format_time
+from metering.core.timeutil import TIME_MIN, TIME_RANGE, format_time
 from metering.db import Database, insert_ignore
 from metering.db.base import in_slices
 from metering.db.base import now_us as current_time_us
@@ -275,6 +275,9 @@ async def run_billing(
     """Bill every workspace of one period; idempotent, and safe to run from two processes."""
     check_period(settings, period_start, period_end)
     now = now_us if now_us is not None else current_time_us()
+    if not TIME_MIN <= period_start <= now:  # a period that has not begun has nothing to bill yet
+        raise Invalid("the period has not begun" if period_start > now else f"the period must lie in {TIME_RANGE}",
+                      [field_error(f"must be in {TIME_RANGE} and not after now", "period_start")])
     finalize = now >= period_end + settings.billing.grace_seconds * 1_000_000
     book = await prices.refresh(db)
     run_id = f"run_{secrets.token_hex(8)}"

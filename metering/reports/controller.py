@@ -9,7 +9,7 @@ from litestar.params import FromPath, FromQuery
 from sqlalchemy import select, tuple_
 
 from metering.api.auth import ensure_workspace, require_scope
-from metering.api.params import choice_param, limit_param, time_param
+from metering.api.params import choice_param, id_param, limit_param, time_param
 from metering.core.timeutil import format_time
 from metering.db.paging import decode_cursor, encode_cursor
 from metering.errors import Invalid, NotFound, field_error
@@ -54,10 +54,10 @@ class ReportController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> dict:
         principal = request.state.principal
-        if workspace_id:
+        if id_param("workspace_id", workspace_id or None):
             ensure_workspace(principal, workspace_id)
         kind = choice_param("kind", kind, KINDS)
-        start_us, end_us = time_param("start", start), time_param("end", end)
+        start_us, end_us = time_param("start", start), time_param("end", end, end=True)
         if start_us is not None and end_us is not None and end_us <= start_us:
             raise Invalid("end must be after start", [field_error("must be after start", "end")])
         size = limit_param(limit)

@@ -159,7 +159,7 @@ async def check_payment(net: Network, payment: Expected, transaction: str) -> Ve
             status = Status.CONFIRMED if mined["block_number"] <= final else Status.PENDING
             return Verdict(status, log_index=log_index, **mined)
     except Exception as exc:  # an RPC failure of any kind decides nothing
-        return Verdict(Status.PENDING, error=describe_error(exc, net.rpc_url))
+        return Verdict(Status.PENDING, error=describe_error(exc, net))
 
 
 class _ChainReads:
@@ -250,7 +250,7 @@ async def check_block(net: Network, block_number: int, block_hash: str) -> Block
             finalized = (await w3.eth.get_block("finalized"))["number"]
             return BlockCheck("final" if block_number <= finalized else "watch")
     except Exception as exc:
-        return BlockCheck("unknown", describe_error(exc, net.rpc_url))
+        return BlockCheck("unknown", describe_error(exc, net))
 
 
 async def final_block(w3: AsyncWeb3, net: Network) -> int:
@@ -305,15 +305,21 @@ def _hex(value: Any) -> str:
     return "0x" + bytes(value).hex()
 
 
-def describe_error(exc: BaseException, rpc_url: str) -> str:
-    """``Type: short message`` with every URL and every secret-bearing part of the RPC
-    URL (userinfo, path, query) blanked out."""
+def describe_error(exc: BaseException, net: Network) -> str:
+    """``the RPC of <network>: Type: short message``, with every URL and every part of the
+    RPC URL (userinfo, host, port, path, query) blanked out: the network names the endpoint."""
     text = str(exc)
+    rpc_url = net.rpc_url
     parts = urlsplit(rpc_url)
-    secrets = [rpc_url, rpc_url.rstrip("/"), parts.path, parts.query, parts.fragment, parts.username, parts.password]
+    port = str(parts.port) if parts.port else None
+    secrets = [rpc_url, rpc_url.rstrip("/"), parts.netloc, parts.path, parts.query, parts.fragment, parts.username,
+               parts.password, parts.hostname]
     for secret in sorted({s for s in secrets if s and len(s) > 1}, key=len, reverse=True):
         text = text.replace(secret, "<redacted>")
+    if port:  # "host:8545", "('host', 8545)": the port on its own, as a whole number only
+        text = re.sub(rf"(?<![0-9]){port}(?![0-9])", "<redacted>", text)
     text = " ".join(_URL.sub("<url>", text).split())
     if len(text) > MAX_ERROR_CHARS:
         text = text[:MAX_ERROR_CHARS] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"the RPC of {net.caip2}: {what}"

@@ -9,6 +9,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from metering.api.auth import current_principal, ensure_workspace, require_scope
+from metering.api.params import ADDRESS_PATTERN, id_param
 from metering.core.money import format_money
 from metering.core.timeutil import format_time
 from metering.db.base import now_us
@@ -125,7 +126,9 @@ class SettlementController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> SettlementPage:
         principal = current_principal(request)
-        if workspace_id is not None:
+        id_param("payer", payer, ADDRESS_PATTERN, "must be an address: 0x and 40 hex digits")
+        id_param("invoice_id", invoice_id)
+        if id_param("workspace_id", workspace_id) is not None:
             ensure_workspace(principal, workspace_id)
         else:
             workspace_id = principal.workspace_id  # a bound token lists its workspace only

@@ -32,7 +32,8 @@ class TokenController(Controller):
 
     @post(operation_id="createToken", status_code=201, summary="Create a service token (shown once)")
     async def create(self, request: Request, data: JSONBody[TokenCreate]) -> TokenCreated:
-        made = await service.create_token(request.app.state.db, data.name, data.scopes, data.workspace_id)
+        made = await service.create_token(request.app.state.db, data.name, data.scopes, data.workspace_id,
+                                          request.state.principal)
         row = made.row
         return TokenCreated(
             id=row.id,
@@ -45,4 +46,4 @@ class TokenController(Controller):
 
     @delete("/{token_id:str}", operation_id="revokeToken", status_code=204, summary="Revoke a token at once")
     async def revoke(self, request: Request, token_id: FromPath[str]) -> None:
-        await service.revoke_token(request.app.state.db, token_id)
+        await service.revoke_token(request.app.state.db, token_id, request.state.principal)

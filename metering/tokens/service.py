@@ -14,7 +14,7 @@ from metering.audit import models as audit
 from metering.audit.service import record
 from metering.db import Database
 from metering.db.base import now_us
-from metering.errors import Invalid, NotFound, field_error
+from metering.errors import Forbidden, Invalid, NotFound, field_error
 from metering.events.schemas import ID_PATTERN
 from metering.logging import get_logger
 from metering.tokens.models import ApiToken
@@ -84,8 +84,22 @@ def token_facts(row: ApiToken) -> dict:
     return {"name": row.name, "scopes": row.scopes.split(), "workspace_id": row.workspace_id}
 
 
-async def create_token(db: Database, name: str, scopes: list[str], workspace_id: str | None) -> CreatedToken:
+def check_grant(creator: Principal, scopes: list[str], workspace_id: str | None) -> None:
+    """CONTRACT 1, Token rules: a token makes no token wider than itself."""
+    beyond = sorted(set(scopes) - creator.scopes) if "admin" not in creator.scopes else []
+    if beyond:
+        raise Forbidden(f"a token can only grant scopes it holds; not {', '.join(beyond)}",
+                        [field_error("is not a scope of the creating token", "scopes")])
+    if creator.workspace_id is not None and workspace_id != creator.workspace_id:
+        raise Forbidden(f"a token bound to workspace {creator.workspace_id!r} creates only tokens bound to it",
+                        [field_error(f"must be {creator.workspace_id!r}", "workspace_id")])
+
+
+async def create_token(db: Database, name: str, scopes: list[str], workspace_id: str | None,
+                       creator: Principal = ADMIN) -> CreatedToken:
+    """``creator``: who asks (the CLI is the operator)."""
     validate_request(name, scopes, workspace_id)
+    check_grant(creator, scopes, workspace_id)
     token = f"mtr_sk_{secrets.token_hex(16)}"
     row = ApiToken(
         id=f"tok_{secrets.token_hex(8)}",
@@ -103,20 +117,21 @@ async def create_token(db: Database, name: str, scopes: list[str], workspace_id:
     return CreatedToken(row=row, token=token)
 
 
-async def revoke_token(db: Database, token_id: str) -> None:
+async def revoke_token(db: Database, token_id: str, revoker: Principal = ADMIN) -> None:
+    """A token bound to a workspace revokes only tokens bound to the same workspace."""
     async with db.write() as session:
+        found = await session.get(ApiToken, token_id)
+        if found is None or not revoker.sees(found.workspace_id):
+            raise NotFound(f"no token {token_id!r}")
         result = await session.execute(
             update(ApiToken)
             .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))  # type: ignore[union-attr]
             .values(revoked_at=now_us())
         )
-        if result.rowcount == 0:
-            exists = await session.get(ApiToken, token_id)
-            if exists is None:
-                raise NotFound(f"no token {token_id!r}")
-            return  # already revoked
-        await record(session, audit.TOKEN_REVOKED, token_id, {})
-    log.info("token_revoked", token_id=token_id)
+        if result.rowcount:
+            await record(session, audit.TOKEN_REVOKED, token_id, {})
+    if result.rowcount:
+        log.info("token_revoked", token_id=token_id)
 
 
 async def authenticate(db: Database, token: str, admin_token: str | None) -> Principal | None:

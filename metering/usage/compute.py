@@ -13,8 +13,9 @@ from operator import attrgetter
 from typing import NamedTuple
 
 from metering.core.charges import Rates, tariff
-from metering.core.periods import floor_to, split_at_boundaries
+from metering.core.periods import DAY_US, HOUR_US, floor_to, split_at_boundaries
 from metering.core.pricing import PriceBook
+from metering.core.timeutil import from_us
 
 GROUP_FIELDS = {"template": "template", "deployment": "deployment_id", "sandbox": "sandbox_id"}
 
@@ -129,3 +130,54 @@ def aggregate(
         bucket.extension_rates.add(rates)
     labels = [*names, "window_start"] if window else names
     return dict(sorted((tuple(zip(labels, key)), bucket) for key, bucket in buckets.items()))
+
+
+# A usage query answers at most this many items (CONTRACT 1, Bounds).
+MAX_ITEMS = 10_000
+
+
+def _window_index(us: int, window: str) -> int:
+    """The number of the hour, day or month holding ``us``: consecutive windows, consecutive numbers."""
+    if window == "month":
+        d = from_us(us)
+        return d.year * 12 + d.month
+    return floor_to(us, window) // (HOUR_US if window == "hour" else DAY_US)
+
+
+def count_items(
+    intervals: Iterable[StoredInterval],
+    extensions: Iterable[StoredExtension],
+    *,
+    start: int,
+    end: int,
+    as_of: int,
+    group_by: Sequence[str] = ("template",),
+    window: str | None = None,
+) -> int:
+    """How many items ``aggregate`` would make with the same arguments, without making them.
+
+    Each group's windows are the union of its rows' window ranges: the count costs one sort
+    of the rows, however many windows the rows span.
+    """
+    names = [GROUP_FIELDS[g] for g in group_by]
+    ranges: dict[tuple, list[tuple[int, int]]] = {}
+    for iv in intervals:
+        span = clip(iv, start, end, as_of)
+        if span is not None:
+            key = tuple(getattr(iv, n) for n in names)
+            first, last = (_window_index(span[0], window), _window_index(span[1] - 1, window)) if window else (0, 0)
+            ranges.setdefault(key, []).append((first, last))
+    for ext in extensions:
+        if start <= ext.time < end:
+            at = _window_index(ext.time, window) if window else 0
+            ranges.setdefault(tuple(getattr(ext, n) for n in names), []).append((at, at))
+    total = 0
+    for spans in ranges.values():
+        reach = None  # the last window counted for this group
+        for first, last in sorted(spans):
+            if reach is None or first > reach:
+                total += last - first + 1
+            elif last > reach:
+                total += last - reach
+            reach = last if reach is None else max(reach, last)
+    return total

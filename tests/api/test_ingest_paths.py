@@ -227,8 +227,11 @@ def test_migration_0010_fills_histories_and_drops_sandbox_indexes(tmp_path):
     indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert not indexes & {"ix_events_sandbox_time", "ix_usage_intervals_ws_sandbox", "ix_usage_extensions_ws_sandbox"}
     # A late event after the migration: the stored interval is replaced, not kept beside the new one.
-    late = _rows(event("sandbox.stopped", "1970-01-01T00:30:00Z", id="e0", workspace_id="ws", deployment_id="dep",
-                       sandbox_id="sb", source="/s"))
+    # The stored history is at the epoch, before the times the API accepts: the row is made
+    # for a valid time, then moved to 1970-01-01T00:30:00Z.
+    [row] = _rows(event("sandbox.stopped", T0, id="e0", workspace_id="ws", deployment_id="dep",
+                        sandbox_id="sb", source="/s"))
+    late = [(*row[:3], 1_800_000_000, *row[4:])]
     engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
     with engine.begin() as sync:
         write_group(sync, _prepared([late]), USAGE_DERIVATION)

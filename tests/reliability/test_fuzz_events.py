@@ -71,3 +71,61 @@ async def test_pathological_bodies(client, admin, body):
     resp = await client.post("/v1/events", content=body,
                              headers={**admin, "Content-Type": "application/cloudevents-batch+json"})
     assert resp.status_code in (400, 422)
+
+
+# Every other endpoint: its query parameters and its JSON body, fuzzed the same way.
+QUERIES = {
+    "/v1/workspaces/ws_1/usage": ["start", "end", "group_by", "window", "as_of"],
+    "/v1/invoices": ["workspace_id", "status", "period_start", "limit", "cursor"],
+    "/v1/settlements": ["workspace_id", "status", "payer", "invoice_id", "limit", "cursor"],
+    "/v1/reports": ["workspace_id", "kind", "start", "end", "limit", "cursor"],
+    "/v1/exports/usage": ["start", "end", "workspace_id", "format"],
+    "/v1/prices": ["at"],
+}
+param_values = st.one_of(
+    st.text(max_size=40), st.integers(-10**30, 10**30).map(str),
+    st.sampled_from(["2026-01-01T00:00:00Z", "1999-12-31T23:59:59Z", "2100-01-01T00:00:00Z", "9999-12-31T23:59:59Z",
+                     "0001-01-01T00:00:00+23:59", "2026-02-30T00:00:00Z", "hour", "month", "template,sandbox", "0",
+                     "501", "-1", "eyJ4IjoxfQ", "0x" + "a" * 40, "x" * 129]),
+)
+BODIES = {
+    "/v1/tokens": {"name": "n", "scopes": ["usage:read"], "workspace_id": "ws_1"},
+    "/v1/billing-runs": {"period_start": "2026-01-01T00:00:00Z", "period_end": "2026-02-01T00:00:00Z"},
+    "/v1/prices": {"effective_from": "2030-01-01T00:00:00Z", "prices": {"giga-mini": {"hourly": "1", "extension": "1"}}},
+    "/v1/settlements": {"network": "eip155:8453", "transaction": "0x" + "1" * 64, "purpose": {"kind": "run"}},
+}
+
+
+@st.composite
+def mutated_body(draw, base):  # type: ignore[no-untyped-def]
+    body = dict(base)
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(st.sampled_from([*body, "extra"]))
+        if draw(st.booleans()):
+            body.pop(key, None)
+        else:
+            body[key] = draw(json_values)
+    return body
+
+
+def assert_clean(resp) -> None:  # type: ignore[no-untyped-def]
+    assert resp.status_code < 500, resp.text
+    if resp.status_code >= 400:
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        assert resp.json()["status"] == resp.status_code
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), path=st.sampled_from(sorted(QUERIES)))
+async def test_no_query_parameter_makes_a_5xx(client, admin, data, path):
+    names = data.draw(st.lists(st.sampled_from(QUERIES[path]), unique=True, max_size=len(QUERIES[path])))
+    params = {name: data.draw(param_values) for name in names}
+    assert_clean(await client.get(path, params=params, headers=admin))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), path=st.sampled_from(sorted(BODIES)))
+async def test_no_json_body_makes_a_5xx(client, admin, data, path):
+    body = data.draw(st.one_of(mutated_body(BODIES[path]), json_values))
+    assert_clean(await client.post(path, content=json.dumps(body).encode(),
+                                   headers={**admin, "Content-Type": "application/json"}))
