@@ -34,6 +34,23 @@ async def carried_credits(session: AsyncSession, workspace_ids: Sequence[str]) -
     return {ws: int(amount) for ws, amount in await rows_in(session, query, INVOICES.c.workspace_id, workspace_ids)}
 
 
+async def carried_on_day(session: AsyncSession, workspace_id: str, start: int, end: int) -> dict[str, int]:
+    """For a daily report: the carried credit at ``end``, and what invoices finalized in
+    ``[start, end)`` carried forward and applied (balance at start = balance - forward + applied)."""
+    rows = await session.execute(
+        select(LINES.c.kind, INVOICES.c.finalized_at, LINES.c.amount)
+        .join(INVOICES, INVOICES.c.id == LINES.c.invoice_id)
+        .where(INVOICES.c.workspace_id == workspace_id, INVOICES.c.status.in_(("finalized", "paid")),
+               INVOICES.c.finalized_at < end, LINES.c.kind.in_(CARRY_KINDS))
+    )
+    out = {"balance": 0, "carried_forward": 0, "applied": 0}
+    for kind, finalized_at, amount in rows:  # a few lines: one per invoice that carried or applied
+        out["balance"] += amount
+        if finalized_at >= start:
+            out["carried_forward" if kind == "carry_forward" else "applied"] += abs(amount)
+    return out
+
+
 async def balance(session: AsyncSession, workspace_id: str) -> tuple[int, int]:
     """(carried credit, prepaid credit not applied yet) of a workspace, never below zero."""
     carried = (await carried_credits(session, [workspace_id])).get(workspace_id, 0)

@@ -5,6 +5,10 @@ chunk rather than per workspace.  Invoice rows are created with insert-or-ignore
 (workspace_id, period_start) and then locked in workspace order, so two processes running
 the same billing run at once make one invoice per workspace, and the gap-free numbers are
 taken from a counter row inside the finalizing transaction (a rollback gives them back).
+
+Late usage (invoices.late) is billed only on the current period's drafts, as adjustments
+they keep until they are finalized; an invoice's lines close with carried credit, prepaid
+credit or, for a negative subtotal, a carry-forward (invoices.lines ``settlement_lines``).
 """
 
 from __future__ import annotations

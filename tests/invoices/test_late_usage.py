@@ -2,6 +2,8 @@
 
 import csv
 import io
+import json
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +12,7 @@ from metering.core.timeutil import format_time, parse_time
 from metering.db.base import now_us
 from metering.invoices.service import run_billing
 from metering.pricing.service import PriceCatalog
+from metering.reports.service import write_daily_report
 from metering.scheduler.jobs import JobContext, billing
 from tests.factories import event
 from tests.invoices.test_credits_and_payments import settle
@@ -115,6 +118,15 @@ async def test_negative_subtotal_is_carried_forward_before_prepaid_credit(client
     assert feb["lines"][-1]["kind"] == "carry_forward" and feb["lines"][-1]["amount"] == "51.700000"
     assert (await client.get("/v1/workspaces/ws_1/balance", headers=auth)).json() == {
         "workspace_id": "ws_1", "credit": "51.700000", "carried_credit": "51.700000", "prepaid_credit": "0.000000"}
+    # The daily report of the day February was finalized shows the credit carried forward.
+    march_1 = parse_time("2026-03-01T00:00:00Z")
+    await write_daily_report(db, settings, await prices.refresh(db), "ws_1", march_1)
+    report = json.loads((Path(settings.reports_dir) / "ws_1/2026-03-01.json").read_text())
+    assert report["carried_credit"] == {"balance": "51.700000", "carried_forward": "51.700000",
+                                        "applied": "0.000000"}
+    rows = list(csv.DictReader(io.StringIO((Path(settings.reports_dir) / "ws_1/2026-03-01.csv").read_text())))
+    assert [(r["record"], r["amount"]) for r in rows if r["record"] == "carried_credit"] == [
+        ("carried_credit", "51.700000")]
     # March: 0.80 of usage, with 1.00 of prepaid credit too: the carried credit goes first.
     await settle(db, "credit", 1_000_000, workspace_id="ws_1")
     await ingest(client, auth, one_hour("ws_1", "2026-03-10", "sb_mar", template="giga-max"))
