@@ -10,13 +10,14 @@ from metering.reports.models import Report
 from metering.scheduler.models import JobLease, JobRun
 from metering.settlements.models import Settlement
 from metering.tokens.models import ApiToken
-from metering.usage.models import SandboxState, UsageExtension, UsageInterval, UsageMark
+from metering.usage.models import ChangedDay, SandboxState, UsageExtension, UsageInterval
 from metering.webhooks.models import Delivery, OutboxEvent
 
 metadata = SQLModel.metadata
 
 __all__ = [
-    "ApiToken", "AuditEntry", "BillingRun", "Counter", "Delivery", "Event", "Invoice", "InvoiceLine", "JobLease", "JobRun",
+    "ApiToken", "AuditEntry", "BillingRun", "ChangedDay", "Counter", "Delivery", "Event", "Invoice", "InvoiceLine", "JobLease",
+    "JobRun",
     "OutboxEvent", "PriceVersionRow", "Report", "SandboxState", "Settlement", "UsageExtension", "UsageInterval",
-    "UsageMark", "metadata",
+    "metadata",
 ]

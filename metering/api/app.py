@@ -26,7 +26,7 @@ from metering.events.controller import EventController
 from metering.events.service import EventWriter
 from metering.exports.controller import ExportController
 from metering.invoices import payments
-from metering.invoices.controller import BillingRunController, InvoiceController
+from metering.invoices.controller import BalanceController, BillingRunController, InvoiceController
 from metering.logging import configure_logging
 from metering.pricing.controller import PriceController
 from metering.pricing.service import PriceCatalog
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             SettlementController,
             BillingRunController,
             InvoiceController,
+            BalanceController,
             ExportController,
             AuditController,
         ],

@@ -64,13 +64,15 @@ INVOICES = _cols(
     ("status", TEXT),  # draft | finalized | paid | void
     ("subtotal", MICROS),
     ("credits", MICROS),
-    ("total", MICROS),  # = subtotal - credits = the sum of the invoice's lines
+    ("total", MICROS),  # = subtotal - credits + carried_forward = the sum of the invoice's lines
     ("amount_paid", MICROS),
     ("amount_due", MICROS),
     ("created_at", TIME),
     ("finalized_at", TIME),
     ("paid_at", TIME),
     ("voided_at", TIME),
+    ("carried_credit", MICROS),  # the part of credits that was credit carried forward (not prepaid)
+    ("carried_forward", MICROS),  # a negative subtotal moved to the workspace's carried credit
 )
 
 INVOICE_LINES = _cols(
@@ -81,7 +83,7 @@ INVOICE_LINES = _cols(
     ("period_end", TIME),
     ("invoice_status", TEXT),
     ("position", INT),  # order of the line on its invoice, from 0
-    ("kind", TEXT),  # running | extension | adjustment | credit
+    ("kind", TEXT),  # running | extension | adjustment | carried_credit | credit | carry_forward
     ("usage_kind", TEXT),  # adjustment lines: running | extension
     ("deployment_id", TEXT),
     ("template", TEXT),

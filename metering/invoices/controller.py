@@ -11,8 +11,9 @@ from metering.api.params import choice_param, id_param, limit_param, time_param
 from metering.core.money import format_money, format_seconds
 from metering.core.timeutil import format_time
 from metering.db.paging import decode_cursor, encode_cursor
-from metering.errors import Forbidden
-from metering.invoices import queries
+from metering.errors import Forbidden, Invalid, field_error
+from metering.events.schemas import ID_PATTERN
+from metering.invoices import credit, queries
 from metering.invoices.models import STATUSES, Invoice, InvoiceLine
 from metering.invoices.service import run_billing
 
@@ -50,6 +51,8 @@ def invoice_view(inv: Invoice, lines: list[InvoiceLine], paid: int) -> dict[str,
         "lines": [line_view(ln) for ln in lines],
         "subtotal": format_money(inv.subtotal),
         "credits": format_money(inv.credits),
+        "carried_credit": format_money(inv.carried_credit),
+        "carried_forward": format_money(inv.carried_forward),
         "total": format_money(inv.total),
         "amount_paid": format_money(paid),
         "amount_due": format_money(max(inv.total - paid, 0) if inv.status != "void" else 0),
@@ -117,3 +120,22 @@ class InvoiceController(Controller):
             await queries.void(session, invoice_id, request.state.principal)
         async with db.read() as session:
             return invoice_view(*await queries.one(session, invoice_id, request.state.principal))
+
+
+class BalanceController(Controller):
+    path = "/v1/workspaces/{workspace_id:str}/balance"
+    tags = ["invoices"]
+    guards = [require_scope]
+    opt = {"scope": "invoices:read"}
+
+    @get(operation_id="getBalance", summary="Credit a workspace holds for its next invoices",
+         description="`credit` = `carried_credit` (negative subtotals carried forward, applied first) + "
+                     "`prepaid_credit` (confirmed x402 credit not applied yet). Drafts take nothing from it.")
+    async def balance(self, request: Request, workspace_id: FromPath[str]) -> dict[str, Any]:
+        ensure_workspace(request.state.principal, workspace_id)
+        if not ID_PATTERN.fullmatch(workspace_id):
+            raise Invalid("workspace_id is invalid", [field_error("is not a valid id", "workspace_id")])
+        async with request.app.state.db.read() as session:
+            carried, prepaid = await credit.balance(session, workspace_id)
+        return {"workspace_id": workspace_id, "credit": format_money(carried + prepaid),
+                "carried_credit": format_money(carried), "prepaid_credit": format_money(prepaid)}

@@ -87,6 +87,21 @@ def adjustment_lines(period_start: int, current: Iterable[Line], billed: Iterabl
     return out
 
 
+def settlement_lines(subtotal: int, carried: int, prepaid: int) -> list[Line]:
+    """What closes an invoice: a negative subtotal is carried forward as credit (the total
+    stays 0); otherwise carried credit is applied first, then prepaid credit, never past the
+    subtotal."""
+    if subtotal < 0:
+        return [Line("carry_forward", None, None, 1, None, -subtotal,
+                     f"negative subtotal carried forward as credit ({format_money(-subtotal)})")]
+    out = []
+    used = min(max(carried, 0), subtotal)
+    if used:
+        out.append(Line("carried_credit", None, None, 1, None, -used, f"carried credit applied ({format_money(used)})"))
+    prepaid_line = credit_line(prepaid, subtotal - used)
+    return out + [prepaid_line] if prepaid_line is not None else out
+
+
 def credit_line(available: int, subtotal: int) -> Line | None:
     """Prepaid credit applied, never more than the subtotal: a total is never negative."""
     applied = min(max(available, 0), max(subtotal, 0))

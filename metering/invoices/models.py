@@ -8,7 +8,9 @@ from sqlmodel import Field, SQLModel
 from metering.db.base import bigint_pk
 
 STATUSES = ("draft", "finalized", "paid", "void")
-LINE_KINDS = ("running", "extension", "adjustment", "credit")
+# carried_credit: credit carried from earlier negative subtotals, applied (negative);
+# carry_forward: a negative subtotal moved to the workspace's carried credit (positive).
+LINE_KINDS = ("running", "extension", "adjustment", "carried_credit", "credit", "carry_forward")
 
 
 class Invoice(SQLModel, table=True):
@@ -26,13 +28,15 @@ class Invoice(SQLModel, table=True):
     status: str = Field(max_length=16)
     number: str | None = Field(default=None, max_length=32)
     subtotal: int = Field(default=0, sa_type=BigInteger)  # micro-dollars
-    credits: int = Field(default=0, sa_type=BigInteger)  # credit applied, as a positive amount
-    total: int = Field(default=0, sa_type=BigInteger)  # subtotal - credits = sum of the lines
+    credits: int = Field(default=0, sa_type=BigInteger)  # credit applied (carried + prepaid), positive
+    total: int = Field(default=0, sa_type=BigInteger)  # subtotal - credits + carried_forward = sum of the lines
     created_at: int = Field(sa_type=BigInteger)
     updated_at: int = Field(sa_type=BigInteger)
     finalized_at: int | None = Field(default=None, sa_type=BigInteger)
     paid_at: int | None = Field(default=None, sa_type=BigInteger)
     voided_at: int | None = Field(default=None, sa_type=BigInteger)
+    carried_credit: int = Field(default=0, sa_type=BigInteger)  # the part of ``credits`` carried from before
+    carried_forward: int = Field(default=0, sa_type=BigInteger)  # -subtotal when negative, else 0
 
 
 class InvoiceLine(SQLModel, table=True):
@@ -64,6 +68,7 @@ class BillingRun(SQLModel, table=True):
     finished_at: int | None = Field(default=None, sa_type=BigInteger)
     invoices: int = 0
     finalized: int = 0
+    final: bool = False  # it finalized the period: once one has finished, the period is closed
 
 
 class Counter(SQLModel, table=True):

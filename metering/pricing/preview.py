@@ -18,11 +18,12 @@ from metering.core.pricing import PriceBook
 from metering.core.timeutil import format_time
 from metering.db import Database
 from metering.db.base import now_us
-from metering.invoices import payments
+from metering.core.periods import period_bounds
+from metering.invoices import credit, payments
 from metering.invoices.lines import Line
-from metering.invoices.models import Invoice
+from metering.invoices.models import Invoice, InvoiceLine
 from metering.invoices.service import BILLED, CHUNK, _by_workspace, _drafts, _invoices_of, candidate_workspaces, \
-    check_period, with_credit
+    check_period, close_invoice
 from metering.pricing.service import PriceCatalog
 from metering.settings import Settings
 
@@ -33,20 +34,26 @@ def _key(line: Line) -> LineKey:
     return (line.kind, line.usage_kind, line.deployment_id, line.template, line.original_period_start)
 
 
-async def _invoices(session: AsyncSession, workspace_ids: list[str], start: int, end: int, book: PriceBook,
-                    now: int) -> dict[str, tuple[list[Line], int]]:
+async def _invoices(session: AsyncSession, settings: Settings, workspace_ids: list[str], start: int, end: int,
+                    book: PriceBook, now: int) -> dict[str, tuple[list[Line], int]]:
     """Each workspace's invoice for the period as billing makes it with ``book``: lines, total."""
     existing = await _by_workspace(session, _invoices_of(workspace_ids, start))
-    credits = await payments.available_credits(session, workspace_ids)
+    carried = await credit.carried_credits(session, workspace_ids)
+    prepaid = await payments.available_credits(session, workspace_ids)
     # A finalized invoice's own credit is no longer "available": give it back to price it again.
-    own = select(Invoice.workspace_id, Invoice.credits).where(
-        Invoice.workspace_id.in_(workspace_ids), Invoice.period_start == start, Invoice.status.in_(BILLED))
-    for ws, applied in await session.execute(own):
-        credits[ws] = credits.get(ws, 0) + applied
+    own = select(Invoice.workspace_id, InvoiceLine.kind, InvoiceLine.amount).join(
+        InvoiceLine, InvoiceLine.invoice_id == Invoice.id).where(
+        Invoice.workspace_id.in_(workspace_ids), Invoice.period_start == start, Invoice.status.in_(BILLED),
+        InvoiceLine.kind.in_((*credit.CARRY_KINDS, "credit")))
+    for ws, kind, amount in await session.execute(own):
+        balances = prepaid if kind == "credit" else carried
+        balances[ws] = balances.get(ws, 0) - amount
+    current = period_bounds(now, settings.billing.period) == (start, end)
+    drafts, _ = await _drafts(session, settings, workspace_ids, existing, start, end, book, now, current)
     out = {}
-    for draft in await _drafts(session, workspace_ids, existing, start, end, book, now):
-        lines, subtotal, applied = with_credit(draft.lines, credits.get(draft.workspace_id, 0))
-        out[draft.workspace_id] = (lines, subtotal - applied)
+    for draft in drafts:
+        closed = close_invoice(draft.lines, carried.get(draft.workspace_id, 0), prepaid.get(draft.workspace_id, 0))
+        out[draft.workspace_id] = (closed.lines, closed.total)
     return out
 
 
@@ -83,8 +90,8 @@ async def preview(
             workspaces = [ws for ws in workspaces if ws == workspace_id]
         for i in range(0, len(workspaces), CHUNK):
             part = workspaces[i : i + CHUNK]
-            current = await _invoices(session, part, start, end, book, now)
-            rerated = await _invoices(session, part, start, end, rerated_book, now)
+            current = await _invoices(session, settings, part, start, end, book, now)
+            rerated = await _invoices(session, settings, part, start, end, rerated_book, now)
             invoices = await _by_workspace(session, _invoices_of(part, start))
             for ws in part:
                 (lines_now, total_now), (lines_new, total_new) = current[ws], rerated[ws]

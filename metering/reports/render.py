@@ -40,9 +40,10 @@ def _amounts(running_us: int, running: Fraction, extensions: int, extension: Fra
 
 def build_content(
     report_id: str, workspace_id: str, start: int, end: int,
-    buckets: Mapping[GroupKey, Bucket], runs: Mapping[str, int],
+    buckets: Mapping[GroupKey, Bucket], runs: Mapping[str, int], carried: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """``buckets`` grouped by (deployment, template), as usage.compute.aggregate returns them."""
+    """``buckets`` grouped by (deployment, template), as usage.compute.aggregate returns them;
+    ``carried``: invoices.credit.carried_on_day (credit carried forward from negative subtotals)."""
     items = []
     for key, bucket in buckets.items():
         named = dict(key)
@@ -66,6 +67,7 @@ def build_content(
         "items": items,
         "totals": totals,
         "runs": {status: runs.get(status, 0) for status in RUN_STATUSES},
+        "carried_credit": {name: format_money(amount) for name, amount in (carried or {}).items()},
     }
 
 
@@ -74,7 +76,8 @@ def render_json(content: Mapping[str, Any]) -> bytes:
 
 
 def render_csv(content: Mapping[str, Any]) -> bytes:
-    """RFC 4180 with a header row: a ``usage`` row per item, a ``total`` row, a ``runs`` row per status."""
+    """RFC 4180 with a header row: a ``usage`` row per item, a ``total`` row, a ``runs`` row per status,
+    and a ``carried_credit`` row (its amount: the carried credit at the end of the day)."""
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
@@ -88,4 +91,6 @@ def render_csv(content: Mapping[str, Any]) -> bytes:
     writer.writerow(["total", ws, day, "", "", "", *money_cols(content["totals"]), ""])
     for status, count in content["runs"].items():
         writer.writerow(["runs", ws, day, "", "", status, "", "", "", "", "", count])
+    if content.get("carried_credit"):
+        writer.writerow(["carried_credit", ws, day, "", "", "", "", "", "", "", content["carried_credit"]["balance"], ""])
     return out.getvalue().encode()

@@ -21,6 +21,7 @@ from metering.db import Database, insert_ignore
 from metering.db.base import in_slices
 from metering.db.base import now_us as current_time_us
 from metering.events.models import IS_RUN_EVENT, Event
+from metering.invoices.credit import carried_on_day
 from metering.logging import get_logger
 from metering.reports.files import day_name, relative_paths, resolve, write_atomic
 from metering.reports.models import Report
@@ -133,10 +134,11 @@ async def write_daily_report(
     async with db.read() as session:
         intervals, extensions = await load_usage_rows(session, workspace_id, start, end)
         runs = await run_counts(session, workspace_id, start, end)
+        carried = await carried_on_day(session, workspace_id, start, end)
     buckets = aggregate(intervals, extensions, book, start=start, end=end, as_of=end,
                         group_by=("deployment", "template"))
     rid = report_id(workspace_id, KIND, start)
-    content = build_content(rid, workspace_id, start, end, buckets, runs)
+    content = build_content(rid, workspace_id, start, end, buckets, runs, carried)
     json_rel, csv_rel = relative_paths(workspace_id, start)
 
     def write_files() -> None:

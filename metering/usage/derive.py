@@ -36,14 +36,15 @@ from sqlalchemy import Connection
 
 from metering.core.lifecycle import EVENT_RANK, EXTENSION_MINUTES
 from metering.core.periods import DAY_US, next_boundary
+from metering.db.base import now_us
 from metering.db.upsert import BulkSQL
 from metering.events.service import Derivation
 from metering.events.schemas import EVENT_COLUMNS
-from metering.usage.models import SandboxState, UsageExtension, UsageInterval, UsageMark
+from metering.usage.models import ChangedDay, SandboxState, UsageExtension, UsageInterval
 
 INTERVALS = UsageInterval.__table__
 EXTENSIONS = UsageExtension.__table__
-MARKS = UsageMark.__table__
+CHANGED_DAYS = ChangedDay.__table__
 STATES = SandboxState.__table__
 
 RUNNING, EXTENDED, STOPPED, TERMINATED = (EVENT_RANK[f"sandbox.{t}"] for t in ("running", "extended", "stopped", "terminated"))
@@ -63,6 +64,12 @@ _SET_FOLD = "ON CONFLICT (workspace_id, sandbox_id) DO UPDATE SET " + ", ".join(
 )
 STATE_APPEND = f"{_SET_FOLD}, history = sandbox_states.history || excluded.history"
 STATE_REPLACE = f"{_SET_FOLD}, history = excluded.history"
+# A day changed again: a new version, so a billing run that read the old one keeps the row.
+CHANGED_DAY_UPSERT = "ON CONFLICT (workspace_id, day) DO UPDATE SET version = usage_changed_days.version + 1"
+# A day counts as ended this long before it does: an ingest transaction whose clock said
+# "not yet ended" may commit after a billing run (on another machine's clock) closed it.
+CLOCK_MARGIN_US = 300_000_000
+FOREVER = 2**62
 
 SandboxKey = tuple[str, str]  # (workspace_id, sandbox_id)
 # One lifecycle event, sortable by its order key (the first four fields; (source, id) is unique):
@@ -217,17 +224,24 @@ def _load_histories(sql: BulkSQL, keys: list[SandboxKey]) -> dict[SandboxKey, st
 
 def apply(sql: BulkSQL, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
     """Bring the usage tables up to date with just-stored events (``lifecycle_events`` of their
-    rows), in their transaction."""
+    rows), in their transaction, and record the ended days whose usage this changed."""
     if not new:
         return
     keys = sorted(new)
     states = _load_states(sql, keys)
     changes = Changes()
+    changed: list[tuple[str, int, int]] = []  # (workspace, from, until): usage changed in [from, until)
     redo: list[SandboxKey] = []
     for key in keys:
         fold = states.get(key)
         if fold is None or new[key][0][:4] > fold.last:
+            marks = (len(changes.intervals), len(changes.extensions), len(changes.drop_open))
             changes.apply(key, fold or Fold(), new[key])
+            # What the events add; an open interval closed changes every day after its end.
+            until = FOREVER if len(changes.drop_open) > marks[2] else changed_until(
+                [], [], changes.intervals[marks[0]:], changes.extensions[marks[1]:])
+            if until is not None:
+                changed.append((key[0], new[key][0][0], until))
         else:
             redo.append(key)
     deletes = []
@@ -236,8 +250,13 @@ def apply(sql: BulkSQL, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
         old = Changes()  # what the stored events derived: the rows to delete
         for key in redo:
             events = parse_history(stored[key])
+            marks = (len(old.intervals), len(old.extensions), len(changes.intervals), len(changes.extensions))
             old.apply(key, Fold(), events)
             changes.apply(key, Fold(), merge(events, new[key]), rewrite=True)
+            until = changed_until(old.intervals[marks[0]:], old.extensions[marks[1]:],
+                                  changes.intervals[marks[2]:], changes.extensions[marks[3]:])
+            if until is not None:  # a fold goes left to right: nothing before the first new event moves
+                changed.append((key[0], new[key][0][0], until))
         deletes += sql.for_each_key(INTERVALS, "DELETE FROM usage_intervals", INTERVAL_KEY,
                                     sorted({(iv[0], iv[4], iv[2]) for iv in old.intervals}))
         deletes += sql.for_each_key(EXTENSIONS, "DELETE FROM usage_extensions", EXTENSION_KEY,
@@ -252,22 +271,30 @@ def apply(sql: BulkSQL, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
         *sql.insert_chunks(EXTENSIONS, EXTENSION_COLUMNS, changes.extensions),
         *sql.insert_chunks(STATES, STATE_COLUMNS, changes.states, STATE_APPEND),
         *sql.insert_chunks(STATES, STATE_COLUMNS, changes.rewritten, STATE_REPLACE),
-        *sql.insert_chunks(MARKS, ("workspace_id", "since"), earliest_change(new)),
+        *sql.insert_chunks(CHANGED_DAYS, ("workspace_id", "day", "version"),
+                           [(ws, day, 1) for ws, day in ended_days(changed, now_us() + CLOCK_MARGIN_US)],
+                           CHANGED_DAY_UPSERT),
     ])
 
 
-def earliest_change(new: dict[SandboxKey, list[LifecycleEvent]]) -> list[tuple[str, int]]:
-    """Per workspace, the earliest time from which these sandbox events can change usage.
+def changed_until(old_intervals: list[tuple], old_extensions: list[tuple], intervals: list[tuple],
+                  extensions: list[tuple]) -> int | None:
+    """Where a re-derived sandbox's usage stops differing from what it was (None: nowhere)."""
+    ends = [FOREVER if iv[5] is None else iv[5] for iv in set(old_intervals) ^ set(intervals)]
+    ends += [ext[4] + 1 for ext in set(old_extensions) ^ set(extensions)]
+    return max(ends, default=None)
 
-    Derivation is a left-to-right fold over time, so a new event at ``t`` changes nothing
-    before ``t``.  Billing (invoices) reads these marks to find finalized periods to adjust.
-    """
-    since: dict[str, int] = {}
-    for (ws, _), events in new.items():
-        first = events[0][0]
-        if first < since.get(ws, first + 1):
-            since[ws] = first
-    return sorted(since.items())
+
+def ended_days(changed: list[tuple[str, int, int]], horizon: int) -> list[tuple[str, int]]:
+    """The (workspace, UTC day) pairs that ``[from, until)`` ranges touch and that ended by
+    ``horizon``: usage billing may already have closed (on-time events touch none)."""
+    days: set[tuple[str, int]] = set()
+    for ws, start, until in changed:
+        day = start - start % DAY_US
+        while day < until and day + DAY_US <= horizon:
+            days.add((ws, day))
+            day += DAY_US
+    return sorted(days)
 
 
 # The ingest hook (events.service): grouping and sorting the events needs no database.

@@ -54,19 +54,19 @@ class UsageExtension(SQLModel, table=True):
     count: int  # 15-minute extensions
 
 
-class UsageMark(SQLModel, table=True):
-    """Written at ingest: the workspace's usage may have changed from ``since`` on.
+class ChangedDay(SQLModel, table=True):
+    """Written at ingest: the workspace's usage on this UTC day changed after the day ended.
 
-    Billing (invoices) uses the marks to find finalized periods that late events changed, without
-    recomputing every past period on every run.
+    Billing (invoices.late) turns the days of closed periods into adjustment lines on the
+    current period's draft and deletes them, unless ``version`` moved meanwhile (ingest bumps
+    it on each new change): a change that lands while billing reads is kept for the next run.
     """
 
-    __tablename__ = "usage_marks"
-    __table_args__ = (Index("ix_usage_marks_workspace", "workspace_id", "since"),)
+    __tablename__ = "usage_changed_days"
 
-    id: int | None = bigint_pk()
-    workspace_id: str = Field(max_length=128)
-    since: int = Field(sa_type=BigInteger)
+    workspace_id: str = Field(primary_key=True, max_length=128)
+    day: int = Field(primary_key=True, sa_type=BigInteger)  # microseconds, a UTC midnight
+    version: int = Field(default=1, sa_type=BigInteger)
 
 
 class SandboxState(SQLModel, table=True):

@@ -5,14 +5,14 @@ all match; the payload is compared by this fingerprint of its decoded fields.  R
 stored before it have none and are compared by their payment columns instead.
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0010"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -303,7 +303,7 @@ class _Traced:
 
 async def test_postgres_ingest_writes_its_usage_rows_in_one_statement(db, engine_name):
     """On PostgreSQL each statement is a round trip: a group's derived rows (an interval
-    closed, one opened, an extension, state rows, marks) all go in one."""
+    closed, one opened, an extension, state rows, changed days) all go in one."""
     if engine_name != "postgresql":
         pytest.skip("SQLite runs in the writer's process: a statement costs no round trip there")
     await _write(db, [_rows(_lifecycle("sb_a")[0]), _rows(_lifecycle("sb_b")[0])])
@@ -311,7 +311,7 @@ async def test_postgres_ingest_writes_its_usage_rows_in_one_statement(db, engine
         await _write(db, [_rows(*_lifecycle("sb_a")[1:]), _rows(*_lifecycle("sb_b")[1:])])
     writes = [sql for sql, _ in run if "usage_" in sql or "INSERT INTO \"sandbox_states\"" in sql]
     assert len(writes) == 1, writes
-    for table in ("usage_intervals", "usage_extensions", "sandbox_states", "usage_marks"):
+    for table in ("usage_intervals", "usage_extensions", "sandbox_states", "usage_changed_days"):
         assert table in writes[0]
     assert "DELETE FROM usage_intervals" in writes[0]  # the open intervals that were closed
     assert await _count(db, "usage_intervals") == 6  # per sandbox: Jan 31 23:00-24:00, Feb 1 00:00-01:00, 02:00-open

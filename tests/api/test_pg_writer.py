@@ -12,7 +12,8 @@ from sqlalchemy import text
 
 from metering.errors import Unavailable
 
-MARK = "INSERT INTO usage_marks (workspace_id, since) VALUES ('ws_pg_writer', 1)"
+MARK = ("INSERT INTO usage_changed_days (workspace_id, day, version) VALUES ('ws_pg_writer', 0, 1) "
+        "ON CONFLICT (workspace_id, day) DO UPDATE SET version = usage_changed_days.version + 1")
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def _pid(tx):
 
 async def _marks(db):
     async with db.read() as session:
-        return (await session.execute(text("SELECT count(*) FROM usage_marks WHERE workspace_id = 'ws_pg_writer'"))
+        return (await session.execute(text("SELECT count(*) FROM usage_changed_days WHERE workspace_id = 'ws_pg_writer'"))
                 ).scalar_one()
 
 

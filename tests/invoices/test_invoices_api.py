@@ -108,11 +108,11 @@ async def test_gap_free_numbers_across_workspaces(client, auth):
     assert numbers == [f"INV-{n:06d}" for n in range(1, 7)]
 
 
-async def test_late_events_become_adjustments_on_the_next_invoice(client, auth):
+async def test_late_events_become_adjustments_on_the_current_draft(client, auth):
     await ingest(client, auth, january())
     await bill(client, auth, JAN)
     [jan] = await invoices(client, auth)
-    # Late: a January sandbox we had not heard of, and a February one.
+    # Late: a January sandbox we had not heard of.
     await ingest(client, auth, [
         event("sandbox.running", "2026-01-20T10:00:00Z", deployment_id="d1", sandbox_id="late"),
         event("sandbox.stopped", "2026-01-20T12:00:00Z", deployment_id="d1", sandbox_id="late"),
@@ -123,16 +123,19 @@ async def test_late_events_become_adjustments_on_the_next_invoice(client, auth):
     await bill(client, auth, FEB)
     await bill(client, auth, FEB)  # twice: still one set of adjustments
     feb = (await invoices(client, auth, period_start=FEB["period_start"]))[0]
-    adjustments = [ln for ln in feb["lines"] if ln["kind"] == "adjustment"]
+    assert [ln["kind"] for ln in feb["lines"]] == ["running"]  # February's own usage only
+    [draft] = await invoices(client, auth, status="draft")  # the current month's
+    adjustments = [ln for ln in draft["lines"] if ln["kind"] == "adjustment"]
     assert [(a["usage_kind"], a["deployment_id"], a["quantity"], a["amount"], a["original_period_start"])
             for a in adjustments] == [
         ("extension", "d1", 1, "0.025000", "2026-01-01T00:00:00Z"),
         ("running", "d1", "7200.000000", "0.200000", "2026-01-01T00:00:00Z"),
     ]
-    assert feb["total"] == "0.625000"  # 0.40 of February running + 0.225 of January adjustments
+    assert draft["total"] == "0.225000"
     # Nothing counted twice afterwards.
     await bill(client, auth, MAR)
     assert await invoices(client, auth, period_start=MAR["period_start"]) == []
+    assert len(await invoices(client, auth, status="draft")) == 1
 
 
 async def test_finalized_invoice_is_immutable_in_the_database(client, auth, db):

@@ -32,6 +32,7 @@ async def test_files_exist_with_exact_json(client, make_token, db, settings):
         "kind": "daily_usage", "workspace_id": "ws_1", "day": "2026-01-05",
         "start": "2026-01-05T00:00:00Z", "end": "2026-01-06T00:00:00Z", "currency": "USD",
         "items": WS1_JAN5_ITEMS, "totals": WS1_JAN5_TOTALS, "runs": WS1_JAN5_RUNS,
+        "carried_credit": {"balance": "0.000000", "carried_forward": "0.000000", "applied": "0.000000"},
     }
     next_day = json.loads((root / "ws_1/2026-01-06.json").read_text())
     assert next_day["items"] == [{"deployment_id": "dep_2", "template": "giga-mini",
