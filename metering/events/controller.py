@@ -9,6 +9,7 @@ from litestar.datastructures import State
 from metering.api.auth import require_scope
 from metering.db.base import now_us
 from metering.errors import Forbidden, PayloadTooLarge, Problem, UnsupportedMediaType, field_error
+from metering.events.binary import SPECVERSION_HEADER, is_binary, structured_event
 from metering.events.openapi import IngestOperation
 from metering.events.schemas import EVENT_COLUMNS, IngestResult
 from metering.events.service import Row, parse_events
@@ -37,7 +38,8 @@ class EventController(Controller):
         summary="Ingest one CloudEvent or a batch",
         description=(
             "One event as application/cloudevents+json or application/json, or a batch of up to "
-            "10,000 as application/cloudevents-batch+json. All or nothing; 202 once durable."
+            "10,000 as application/cloudevents-batch+json. All or nothing; 202 once durable. "
+            "Binary content mode too: attributes in ce-* headers, data as an application/json body."
         ),
     )
     async def ingest(self, request: Request) -> IngestResult:
@@ -88,7 +90,8 @@ async def read_body(request: Request) -> tuple[bytes, bool]:
     """Content type and size checks; the body, and whether it is a batch."""
     settings = request.app.state.settings
     kind = media_type(request.headers.get("content-type", ""))
-    if kind not in SINGLE_TYPES and kind != BATCH_TYPE:
+    binary = is_binary(kind, SPECVERSION_HEADER in request.headers)
+    if not binary and kind not in SINGLE_TYPES and kind != BATCH_TYPE:
         raise UnsupportedMediaType(
             f"Content-Type must be {', '.join(SINGLE_TYPES)} (one event) or {BATCH_TYPE} (a batch)"
         )
@@ -98,4 +101,6 @@ async def read_body(request: Request) -> tuple[bytes, bool]:
     body = await request.body()
     if len(body) > settings.max_body_bytes:
         raise PayloadTooLarge(f"the body is over {settings.max_body_bytes} bytes")
+    if binary:
+        return structured_event(request.headers.items(), body, percent_encoded=True), False
     return body, kind == BATCH_TYPE
