@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
 
 from litestar import Controller, Request, post
@@ -54,20 +55,29 @@ class EventController(Controller):
 
 async def ingest_body(state: State, principal: Principal, body: bytes, batch: bool) -> IngestResult:
     """Parse, check and store one request's events (api.fast_ingest serves the same call)."""
+    parse = partial(event_parser(state), body, batch=batch)
+    # A big batch takes tens of milliseconds to parse: on a thread, the event loop goes on
+    # answering requests and reading bodies meanwhile (it takes the GIL back every few ms).
+    rows = await asyncio.to_thread(parse) if len(body) > PARSE_ON_THREAD_BYTES else parse()
+    ensure_own_workspace(principal, rows)
+    return await store_rows(state, rows)
+
+
+def event_parser(state: State) -> Callable[..., list[Row]]:
+    """``parse_events`` with this service's limits, received now: ``parser(body, batch=...)``."""
     now = now_us()
-    parse = partial(
+    return partial(
         parse_events,
-        body,
-        batch=batch,
         max_events=state.settings.max_batch_events,
         template_known=state.prices.knows,
         latest_us=now + state.settings.max_future_seconds * 1_000_000,
         received_us=now,
     )
-    # A big batch takes tens of milliseconds to parse: on a thread, the event loop goes on
-    # answering requests and reading bodies meanwhile (it takes the GIL back every few ms).
-    rows = await asyncio.to_thread(parse) if len(body) > PARSE_ON_THREAD_BYTES else parse()
-    ensure_own_workspace(principal, rows)
+
+
+async def store_rows(state: State, rows: list[Row]) -> IngestResult:
+    """The one way in for a batch of valid events, from HTTP or from the stream (metering.stream):
+    all or nothing, durable when it returns."""
     result = await state.event_writer.store(rows)
     state.metrics.events_accepted.inc(result.accepted)
     state.metrics.events_duplicate.inc(result.duplicates)
