@@ -39,6 +39,7 @@ from metering.stream.messages import dead_letter_headers, event_body
 
 log = structlog.get_logger("metering.stream")
 RETRY_SECONDS = 2  # after a failed store or a lost connection
+PIPELINE = 2  # batches in hand at once: one being written, the next being parsed
 
 
 @dataclass
@@ -75,12 +76,21 @@ class StreamConsumer:
             await ensure_streams(self.js, cfg)
             sub = await self.js.pull_subscribe_bind(durable=cfg.durable, stream=cfg.stream)
             log.info("stream consumer started", stream=cfg.stream, durable=cfg.durable)
-            while not stop.is_set():
-                try:
-                    msgs = await sub.fetch(cfg.batch_size, timeout=cfg.fetch_wait_seconds)
-                except TimeoutError:  # nothing came within fetch_wait_seconds (asyncio's is the same since 3.11)
-                    continue
-                await self.handle(msgs)
+            # The next batch is fetched and parsed while the one before is being written.
+            in_flight: set[asyncio.Task[BatchOutcome]] = set()
+            try:
+                while not stop.is_set():
+                    if len(in_flight) >= PIPELINE:
+                        done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                        for task in done:
+                            task.result()
+                    try:
+                        msgs = await sub.fetch(cfg.batch_size, timeout=cfg.fetch_wait_seconds)
+                    except TimeoutError:  # nothing came within fetch_wait_seconds (asyncio's is the same since 3.11)
+                        continue
+                    in_flight.add(asyncio.create_task(self.handle(msgs)))
+            finally:  # what was fetched is stored and acknowledged (or left to come again)
+                await asyncio.gather(*in_flight, return_exceptions=True)
         finally:
             await nc.close()  # what was fetched and not acknowledged is delivered again
 
@@ -115,6 +125,7 @@ class StreamConsumer:
         for msg in valid:  # durably stored: now, and only now, acknowledged
             await msg.ack()
         outcome.stored = len(valid)
+        log.debug("stream batch stored", events=len(valid), dead_lettered=len(outcome.dead))
         return outcome
 
     async def _dead_letter(self, msg: Msg, problem: Problem, outcome: BatchOutcome) -> None:

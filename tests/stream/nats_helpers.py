@@ -66,7 +66,7 @@ async def dead_letters(cfg: NatsSettings) -> list[tuple[bytes, dict[str, str]]]:
         while True:
             try:
                 msgs = await sub.fetch(100, timeout=0.5)
-            except nats.errors.TimeoutError:
+            except TimeoutError:
                 return out
             out += [(m.data, dict(m.headers or {})) for m in msgs]
             for m in msgs:
