@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import msgspec
 import nats
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from metering.settings import NatsSettings
@@ -37,30 +39,29 @@ def subject(cfg: NatsSettings, name: str = "sandbox") -> str:
 
 async def publish(cfg: NatsSettings, messages: list[tuple[bytes, dict[str, str] | None]]) -> None:
     """Publish through JetStream (the stream exists, made by ``ensure_stream``), waiting for every ack."""
-    nc = await nats.connect(cfg.url)
-    try:
-        js = nc.jetstream()
+    async with jetstream(cfg) as js:
         for start in range(0, len(messages), 2000):
             acks = [await js.publish_async(subject(cfg), body, headers=headers)
                     for body, headers in messages[start:start + 2000]]
             await asyncio.gather(*acks)
+
+
+@asynccontextmanager
+async def jetstream(cfg: NatsSettings) -> AsyncIterator[JetStreamContext]:
+    nc = await nats.connect(cfg.url)
+    try:
+        yield nc.jetstream()
     finally:
         await nc.close()
 
 
 async def ensure_stream(cfg: NatsSettings) -> None:
-    nc = await nats.connect(cfg.url)
-    try:
-        js = nc.jetstream()
+    async with jetstream(cfg) as js:
         await js.add_stream(name=cfg.stream, subjects=cfg.subjects)
-    finally:
-        await nc.close()
 
 
 async def dead_letters(cfg: NatsSettings) -> list[tuple[bytes, dict[str, str]]]:
-    nc = await nats.connect(cfg.url)
-    try:
-        js = nc.jetstream()
+    async with jetstream(cfg) as js:
         sub = await js.pull_subscribe(cfg.dead_letter_subject, stream=f"{cfg.stream}_DEAD_LETTER")
         out = []
         while True:
@@ -71,33 +72,25 @@ async def dead_letters(cfg: NatsSettings) -> list[tuple[bytes, dict[str, str]]]:
             out += [(m.data, dict(m.headers or {})) for m in msgs]
             for m in msgs:
                 await m.ack()
-    finally:
-        await nc.close()
 
 
 async def pending(cfg: NatsSettings) -> tuple[int, int]:
     """(not yet delivered, delivered but not acknowledged) for the durable consumer."""
-    nc = await nats.connect(cfg.url)
-    try:
-        info = await nc.jetstream().consumer_info(cfg.stream, cfg.durable)
+    async with jetstream(cfg) as js:
+        try:
+            info = await js.consumer_info(cfg.stream, cfg.durable)
+        except NotFoundError:  # not made yet: everything is to come
+            return -1, -1
         return info.num_pending, info.num_ack_pending
-    except NotFoundError:  # not made yet: everything is to come
-        return -1, -1
-    finally:
-        await nc.close()
 
 
 async def drop(cfg: NatsSettings) -> None:
-    nc = await nats.connect(cfg.url)
-    try:
-        js = nc.jetstream()
+    async with jetstream(cfg) as js:
         for name in (cfg.stream, f"{cfg.stream}_DEAD_LETTER"):
             try:
                 await js.delete_stream(name)
             except NotFoundError:
                 pass
-    finally:
-        await nc.close()
 
 
 async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
