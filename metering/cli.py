@@ -96,6 +96,17 @@ def _scheduler(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run_standalone(settings, once=args.once, only=args.job))
 
 
+def _consume(settings: Settings, _: argparse.Namespace) -> int:
+    from metering.migrate import upgrade
+    from metering.stream.consumer import run_standalone
+
+    if settings.ingest.nats is None:
+        print("metering: consume needs [ingest.nats] in the settings (or METERING_INGEST__NATS__URL)", file=sys.stderr)
+        return 2
+    upgrade(settings.database_url)
+    return asyncio.run(run_standalone(settings))
+
+
 def _export(settings: Settings, args: argparse.Namespace) -> int:
     from metering.exports.plan import ExportRequest
     from metering.exports.tofile import export_to_file
@@ -176,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler.add_argument("--job", action="append", choices=("billing", "reports", "settlements", "webhooks"),
                            help="only this job (repeatable)")
     scheduler.set_defaults(func=_scheduler)
+
+    sub.add_parser("consume", help="store events from the NATS JetStream stream of [ingest.nats] until SIGTERM/SIGINT"
+                   ).set_defaults(func=_consume)
 
     from metering.exports.columns import DATASETS, FORMATS
 

@@ -87,6 +87,29 @@ class WebhookDeliverySettings(msgspec.Struct, forbid_unknown_fields=True):
     retention_days: int = 30
 
 
+class NatsSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """``[ingest.nats]``: consume lifecycle events from a NATS JetStream stream (metering.stream)."""
+
+    url: str = "nats://127.0.0.1:4222"
+    stream: str = "SANDBOX_EVENTS"  # created with ``subjects`` if it does not exist
+    subjects: list[str] = msgspec.field(default_factory=lambda: ["platform.events.>"])
+    durable: str = "metering"  # one durable pull consumer, shared by every instance
+    dead_letter_subject: str = "metering.dead-letter"
+    batch_size: int = 1000  # messages fetched, and stored in one transaction, at a time
+    fetch_wait_seconds: float = 1.0  # a fetch returns after this long with what has come
+    ack_wait_seconds: int = 60  # a message not acknowledged within this is delivered again
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= 10_000:
+            raise ValueError("ingest.nats.batch_size must be 1 to 10,000")
+        if not self.subjects:
+            raise ValueError("ingest.nats.subjects must name at least one subject")
+
+
+class IngestSettings(msgspec.Struct, forbid_unknown_fields=True):
+    nats: NatsSettings | None = None  # set: ``metering serve`` consumes the stream too
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     # The defaults are what config/settings.toml says: the checkout's data/ and config/.
     database_url: str = f"sqlite+aiosqlite:///{ROOT / 'data' / 'metering.db'}"
@@ -119,6 +142,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     )
     webhooks: list[WebhookSettings] = msgspec.field(default_factory=list)
     webhook_delivery: WebhookDeliverySettings = msgspec.field(default_factory=WebhookDeliverySettings)
+    ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
 
     @property
     def is_sqlite(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -57,9 +58,12 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
             scheduler = Scheduler(app.state.db, settings, prices)
             scheduler.start()
+        consumer = _start_consumer(app.state, settings)
         try:
             yield
         finally:
+            if consumer is not None:
+                await _stop_consumer(*consumer)
             if scheduler is not None:
                 await scheduler.stop()
             if owned:
@@ -109,6 +113,24 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     with_body_gate(app)  # outermost: every body passes it before any decoder
     document_api(app)
     return app
+
+
+def _start_consumer(state: State, settings: Settings) -> tuple[asyncio.Event, asyncio.Task[None]] | None:
+    """With ``[ingest.nats]``, the service consumes the stream too (metering.stream)."""
+    if settings.ingest.nats is None:
+        return None
+    from metering.stream.consumer import StreamConsumer
+
+    stop = asyncio.Event()
+    return stop, asyncio.create_task(StreamConsumer(state, settings.ingest.nats).run(stop))
+
+
+async def _stop_consumer(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+    stop.set()  # it ends after the batch in hand (stored and acknowledged, or delivered again)
+    try:
+        await asyncio.wait_for(task, 15)
+    except asyncio.TimeoutError:
+        pass
 
 
 def app_from_env() -> Litestar:

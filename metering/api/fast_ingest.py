@@ -4,7 +4,7 @@ At a thousand single-event requests a second the server's CPU, not the database,
 latency, and Litestar's share of each request (routing, the guard, which copies its handler
 on every call, parameter and response machinery) was larger than the ingest itself.  This
 ASGI layer sits in front of Litestar's router and answers the request itself when it has a
-bearer token with ``events:write``, a known content type, a body within the limit, events
+bearer token with ``events:write``, a known content type (or CloudEvents binary mode), a body within the limit, events
 that parse and a store that succeeds.  Anything else goes, body and all, to the Litestar
 route (events.controller), which stays the one definition of every error answer and of the
 OpenAPI operation: no error is answered here.
@@ -23,6 +23,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from metering.api.auth import principal_for
 from metering.api.middleware import record, request_id
 from metering.api.problems import send_json
+from metering.events.binary import is_binary, structured_event
 from metering.events.controller import BATCH_TYPE, SINGLE_TYPES, ingest_body, media_type
 
 PATH = "/v1/events"
@@ -62,12 +63,16 @@ class FastIngest:
     async def _ingest(self, headers: dict[bytes, bytes], body: bytes) -> Any:
         state = self.app.state
         kind = media_type(headers.get(b"content-type", b"").decode("latin-1"))
-        if kind not in SINGLE_TYPES and kind != BATCH_TYPE:
+        binary = is_binary(kind, b"ce-specversion" in headers)
+        if not binary and kind not in SINGLE_TYPES and kind != BATCH_TYPE:
             return None
         principal = await principal_for(state, headers.get(b"authorization", b"").decode("latin-1"))
         if principal is None or not principal.allows(SCOPE):
             return None
         try:
+            if binary:  # CloudEvents binary mode: the structured event it stands for
+                latin = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers.items())
+                body = structured_event(latin, body, percent_encoded=True)
             return await ingest_body(state, principal, body, kind == BATCH_TYPE)
         except Exception:  # noqa: BLE001 - the Litestar route answers it (again), as it would have
             return None

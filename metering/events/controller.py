@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
 
 from litestar import Controller, Request, post
@@ -9,6 +10,7 @@ from litestar.datastructures import State
 from metering.api.auth import require_scope
 from metering.db.base import now_us
 from metering.errors import Forbidden, PayloadTooLarge, Problem, UnsupportedMediaType, field_error
+from metering.events.binary import SPECVERSION_HEADER, is_binary, structured_event
 from metering.events.openapi import IngestOperation
 from metering.events.schemas import EVENT_COLUMNS, IngestResult
 from metering.events.service import Row, parse_events
@@ -37,7 +39,8 @@ class EventController(Controller):
         summary="Ingest one CloudEvent or a batch",
         description=(
             "One event as application/cloudevents+json or application/json, or a batch of up to "
-            "10,000 as application/cloudevents-batch+json. All or nothing; 202 once durable."
+            "10,000 as application/cloudevents-batch+json. All or nothing; 202 once durable. "
+            "Binary content mode too: attributes in ce-* headers, data as an application/json body."
         ),
     )
     async def ingest(self, request: Request) -> IngestResult:
@@ -52,20 +55,29 @@ class EventController(Controller):
 
 async def ingest_body(state: State, principal: Principal, body: bytes, batch: bool) -> IngestResult:
     """Parse, check and store one request's events (api.fast_ingest serves the same call)."""
+    parse = partial(event_parser(state), body, batch=batch)
+    # A big batch takes tens of milliseconds to parse: on a thread, the event loop goes on
+    # answering requests and reading bodies meanwhile (it takes the GIL back every few ms).
+    rows = await asyncio.to_thread(parse) if len(body) > PARSE_ON_THREAD_BYTES else parse()
+    ensure_own_workspace(principal, rows)
+    return await store_rows(state, rows)
+
+
+def event_parser(state: State) -> Callable[..., list[Row]]:
+    """``parse_events`` with this service's limits, received now: ``parser(body, batch=...)``."""
     now = now_us()
-    parse = partial(
+    return partial(
         parse_events,
-        body,
-        batch=batch,
         max_events=state.settings.max_batch_events,
         template_known=state.prices.knows,
         latest_us=now + state.settings.max_future_seconds * 1_000_000,
         received_us=now,
     )
-    # A big batch takes tens of milliseconds to parse: on a thread, the event loop goes on
-    # answering requests and reading bodies meanwhile (it takes the GIL back every few ms).
-    rows = await asyncio.to_thread(parse) if len(body) > PARSE_ON_THREAD_BYTES else parse()
-    ensure_own_workspace(principal, rows)
+
+
+async def store_rows(state: State, rows: list[Row]) -> IngestResult:
+    """The one way in for a batch of valid events, from HTTP or from the stream (metering.stream):
+    all or nothing, durable when it returns."""
     result = await state.event_writer.store(rows)
     state.metrics.events_accepted.inc(result.accepted)
     state.metrics.events_duplicate.inc(result.duplicates)
@@ -88,7 +100,8 @@ async def read_body(request: Request) -> tuple[bytes, bool]:
     """Content type and size checks; the body, and whether it is a batch."""
     settings = request.app.state.settings
     kind = media_type(request.headers.get("content-type", ""))
-    if kind not in SINGLE_TYPES and kind != BATCH_TYPE:
+    binary = is_binary(kind, SPECVERSION_HEADER in request.headers)
+    if not binary and kind not in SINGLE_TYPES and kind != BATCH_TYPE:
         raise UnsupportedMediaType(
             f"Content-Type must be {', '.join(SINGLE_TYPES)} (one event) or {BATCH_TYPE} (a batch)"
         )
@@ -98,4 +111,6 @@ async def read_body(request: Request) -> tuple[bytes, bool]:
     body = await request.body()
     if len(body) > settings.max_body_bytes:
         raise PayloadTooLarge(f"the body is over {settings.max_body_bytes} bytes")
+    if binary:
+        return structured_event(request.headers.items(), body, percent_encoded=True), False
     return body, kind == BATCH_TYPE

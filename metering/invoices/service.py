@@ -65,12 +65,15 @@ def check_period(settings: Settings, period_start: int, period_end: int) -> None
 
 
 async def candidate_workspaces(session: AsyncSession, start: int, end: int) -> list[str]:
-    """Workspaces with usage in the period."""
+    """Workspaces with usage in the period, or with a draft of it: usage a draft was made from
+    can vanish (a sandbox's stop arriving after the draft that billed it running), and that
+    draft must be refreshed or dropped, not kept."""
     iv, ext = UsageInterval.__table__, UsageExtension.__table__
     query = union(
         select(iv.c.workspace_id).where(iv.c.start >= floor_to(start, "month"), iv.c.start < end, iv.c.end > start),
         still_running(select(iv.c.workspace_id), end),
         select(ext.c.workspace_id).where(ext.c.time >= start, ext.c.time < end),
+        select(INVOICES.c.workspace_id).where(INVOICES.c.period_start == start, INVOICES.c.status == "draft"),
     )
     return sorted((await session.execute(query)).scalars())
 

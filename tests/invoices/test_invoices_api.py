@@ -1,6 +1,7 @@
 """Invoices and billing runs through HTTP."""
 
-from datetime import datetime, timezone
+from msgspec.structs import replace
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
@@ -220,3 +221,32 @@ async def test_pagination(client, auth):
     assert len(seen) == len(set(seen)) == 5
     assert (await client.get("/v1/invoices", params={"cursor": "!!"}, headers=auth)).status_code == 422
     assert (await client.get("/v1/invoices", params={"limit": 501}, headers=auth)).status_code == 422
+
+
+
+
+async def test_a_draft_whose_usage_vanished_is_dropped(settings, db, admin):
+    """Daily periods.  A sandbox seen running yesterday makes a draft for today; its stop, dated
+    yesterday, arrives later, and yesterday is finalized (which uses up the usage changes it
+    saw).  Today's draft bills nothing any more: the next run must drop it, not keep it."""
+    from litestar.testing import AsyncTestClient
+
+    from metering.api.app import create_app
+
+    day = replace(settings, billing=replace(settings.billing, period="day", grace_seconds=0))
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    yesterday = today - timedelta(days=1)
+
+    def period(start):
+        return {"period_start": f"{start:%Y-%m-%dT%H:%M:%SZ}", "period_end": f"{start + timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}"}
+
+    async with AsyncTestClient(app=create_app(day)) as client:
+        await ingest(client, admin, [event("sandbox.running", f"{yesterday:%Y-%m-%dT10:%M:%SZ}", workspace_id="ws_v")])
+        await bill(client, admin, period(today))
+        assert [i["status"] for i in await invoices(client, admin, workspace_id="ws_v")] == ["draft"]
+        await ingest(client, admin, [event("sandbox.stopped", f"{yesterday:%Y-%m-%dT12:%M:%SZ}", workspace_id="ws_v")])
+        await bill(client, admin, period(yesterday))
+        await bill(client, admin, period(today))
+        billed = await invoices(client, admin, workspace_id="ws_v")
+    assert [(i["period_start"], i["status"], i["total"]) for i in billed] == [
+        (period(yesterday)["period_start"], "finalized", "0.200000")]  # two hours of giga-mini
