@@ -29,9 +29,8 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering.api.middleware import record, request_id
 from metering.api.problems import PROBLEM_JSON, problem_body, send_json
-from metering.core.jsondepth import nests_deeper_than
+from metering.core.jsondepth import MAX_DEPTH, nests_deeper_than
 
-MAX_DEPTH = 64
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 GZIP_PATHS = frozenset({"/v1/events"})
 API_PREFIX = "/v1/"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 
+MAX_DEPTH = 64  # CONTRACT 1: deeper is 400 on every way in (HTTP bodies, stream messages)
 _STRUCTURE = bytes.maketrans(b"[{]}", b"(())")
 _NOT_STRUCTURE = bytes(set(range(256)) - set(b'"[]{}'))
 _STRING = re.compile(rb'"[^"]*"')

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from metering.api.problems import problem_body
-from metering.errors import Problem
+from metering.core.jsondepth import MAX_DEPTH, nests_deeper_than
+from metering.errors import BadRequest, Problem
 from metering.events.binary import SPECVERSION_HEADER, is_binary, structured_event
 from metering.events.controller import media_type
 
@@ -19,6 +20,8 @@ def event_body(data: bytes, headers: dict[str, str] | None) -> bytes:
     values are not percent-encoded).  Structured mode (``Content-Type:
     application/cloudevents+json``, or no headers at all): the payload is the event.
     """
+    if nests_deeper_than(data, MAX_DEPTH):  # before any recursive decoder sees it, as over HTTP
+        raise BadRequest(f"the message nests deeper than {MAX_DEPTH} levels")
     if not headers:
         return data
     lowered = {name.lower(): value for name, value in headers.items()}

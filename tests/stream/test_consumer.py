@@ -94,3 +94,15 @@ async def test_a_poison_message_does_not_block_the_stream(consumer, stream_cfg, 
     await wait_for(lambda: drained(stream_cfg), 60, "every message acknowledged")
     assert await stored(db) == {f"q{i}": 1 for i in range(450)}
     assert len(await dead_letters(stream_cfg)) == 3
+
+
+async def test_a_message_nested_too_deep_is_a_dead_letter(consumer, stream_cfg, db):
+    """CONTRACT 1: deeper than 64 levels is 400 on every way in; the consumer lives on."""
+    deep_array = b'{"specversion": "1.0", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    deep_object = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    after = event("run.queued", T0, id="q-after", run_id="r-after")
+    await publish(stream_cfg, [(deep_array, None), (deep_object, None), structured(after)])
+    await wait_for(lambda: drained(stream_cfg), 60, "every message acknowledged")
+    assert await stored(db) == {"q-after": 1}
+    dead = await dead_letters(stream_cfg)
+    assert [msgspec.json.decode(h["Metering-Problem"])["status"] for _, h in dead] == [400, 400]
