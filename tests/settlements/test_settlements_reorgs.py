@@ -5,6 +5,7 @@ chain is asked again."""
 from __future__ import annotations
 
 import pytest
+from eth_account import Account
 from web3.exceptions import TransactionNotFound
 
 from metering.settlements.models import Settlement
@@ -26,6 +27,15 @@ async def get(client, auth, sid):
 async def credit(db, workspace_id):
     async with db.read() as session:
         return await confirmed_credit_total(session, workspace_id)
+
+
+def fresh_relayer(anvil):
+    """A facilitator of its own: its nonces were never used on a chain an earlier test
+    reverted (anvil's pool was seen to keep such a rebroadcast pending, unmined)."""
+    relayer = Account.create()
+    anvil.set_balance(relayer.address, 10**20)
+    anvil.mine(1)  # the balance is in a block below the ones a reorg replaces
+    return relayer
 
 
 def rebroadcast(anvil, raw, tx):
@@ -59,9 +69,10 @@ async def test_mined_again_at_the_same_height_pays_the_invoice_again(
 ):
     writer = await make_token("settlements:write", "settlements:read")
     invoice_id = await finalized_invoice(client, admin, "ws_reorg_inv")
+    relayer = fresh_relayer(anvil)
     before_payment = anvil.snapshot()
     payload, _ = sign_payment(payer, pay_to, 800_000)
-    tx = settle_on_chain(w3, usdc.address, payload, facilitator)
+    tx = settle_on_chain(w3, usdc.address, payload, relayer)
     raw = anvil.rpc("eth_getRawTransactionByHash", tx)
     resp = await post(client, writer, transaction=tx, payment_payload=payload,
                       purpose={"kind": "invoice", "invoice_id": invoice_id})
@@ -106,7 +117,7 @@ async def test_dropped_then_rebroadcast_later_confirms_at_the_new_block(
 ):
     writer = await make_token("settlements:write", "settlements:read")
     payload, _ = sign_payment(payer, pay_to, 2_000_000)
-    tx = settle_on_chain(w3, usdc.address, payload, facilitator)
+    tx = settle_on_chain(w3, usdc.address, payload, fresh_relayer(anvil))
     raw = anvil.rpc("eth_getRawTransactionByHash", tx)
     purpose = {"kind": "credit", "workspace_id": "ws_reorg_later"}
     resp = await post(client, writer, transaction=tx, payment_payload=payload, purpose=purpose)
