@@ -4,6 +4,8 @@ chain is asked again."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from eth_account import Account
 from web3.exceptions import TransactionNotFound
@@ -45,7 +47,11 @@ def rebroadcast(anvil, raw, tx):
     base fee can be above it (the transaction then waits in the pool), so it is lowered."""
     anvil.rpc("anvil_setNextBlockBaseFeePerGas", "0x1")
     anvil.rpc("eth_sendRawTransaction", raw)
-    receipt = anvil.rpc("eth_getTransactionReceipt", tx)
+    for _ in range(100):  # automine can answer the send before the receipt is there
+        receipt = anvil.rpc("eth_getTransactionReceipt", tx)
+        if receipt is not None:
+            break
+        time.sleep(0.05)
     assert receipt is not None, f"not mined: pool {anvil.rpc('txpool_content')}, head {anvil.block_number()}"
     return int(receipt["blockNumber"], 16)
 
