@@ -4,7 +4,10 @@ chain is asked again."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from eth_account import Account
 from web3.exceptions import TransactionNotFound
 
 from metering.settlements.models import Settlement
@@ -28,6 +31,15 @@ async def credit(db, workspace_id):
         return await confirmed_credit_total(session, workspace_id)
 
 
+def fresh_relayer(anvil):
+    """A facilitator of its own: its nonces were never used on a chain an earlier test
+    reverted (anvil's pool was seen to keep such a rebroadcast pending, unmined)."""
+    relayer = Account.create()
+    anvil.set_balance(relayer.address, 10**20)
+    anvil.mine(1)  # the balance is in a block below the ones a reorg replaces
+    return relayer
+
+
 def rebroadcast(anvil, raw, tx):
     """Broadcast a signed transaction again; the block it is mined in.
 
@@ -35,7 +47,11 @@ def rebroadcast(anvil, raw, tx):
     base fee can be above it (the transaction then waits in the pool), so it is lowered."""
     anvil.rpc("anvil_setNextBlockBaseFeePerGas", "0x1")
     anvil.rpc("eth_sendRawTransaction", raw)
-    receipt = anvil.rpc("eth_getTransactionReceipt", tx)
+    for _ in range(100):  # automine can answer the send before the receipt is there
+        receipt = anvil.rpc("eth_getTransactionReceipt", tx)
+        if receipt is not None:
+            break
+        time.sleep(0.05)
     assert receipt is not None, f"not mined: pool {anvil.rpc('txpool_content')}, head {anvil.block_number()}"
     return int(receipt["blockNumber"], 16)
 
@@ -59,9 +75,10 @@ async def test_mined_again_at_the_same_height_pays_the_invoice_again(
 ):
     writer = await make_token("settlements:write", "settlements:read")
     invoice_id = await finalized_invoice(client, admin, "ws_reorg_inv")
+    relayer = fresh_relayer(anvil)
     before_payment = anvil.snapshot()
     payload, _ = sign_payment(payer, pay_to, 800_000)
-    tx = settle_on_chain(w3, usdc.address, payload, facilitator)
+    tx = settle_on_chain(w3, usdc.address, payload, relayer)
     raw = anvil.rpc("eth_getRawTransactionByHash", tx)
     resp = await post(client, writer, transaction=tx, payment_payload=payload,
                       purpose={"kind": "invoice", "invoice_id": invoice_id})
@@ -106,7 +123,7 @@ async def test_dropped_then_rebroadcast_later_confirms_at_the_new_block(
 ):
     writer = await make_token("settlements:write", "settlements:read")
     payload, _ = sign_payment(payer, pay_to, 2_000_000)
-    tx = settle_on_chain(w3, usdc.address, payload, facilitator)
+    tx = settle_on_chain(w3, usdc.address, payload, fresh_relayer(anvil))
     raw = anvil.rpc("eth_getRawTransactionByHash", tx)
     purpose = {"kind": "credit", "workspace_id": "ws_reorg_later"}
     resp = await post(client, writer, transaction=tx, payment_payload=payload, purpose=purpose)
