@@ -157,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"metering: {exc}", file=sys.stderr)
         return 2
+    from metering.spend.policy import use_lifetime_settings
+
+    use_lifetime_settings(settings)
     from metering.errors import Problem
 
     try:

@@ -8,6 +8,7 @@ from metering.pricing.models import PriceVersionRow
 from metering.reports.models import Report
 from metering.scheduler.models import JobLease, JobRun
 from metering.settlements.models import Settlement
+from metering.spend.models import Budget, BudgetNotification, OverrunNotification
 from metering.tokens.models import ApiToken
 from metering.usage.models import SandboxState, UsageExtension, UsageInterval, UsageMark
 from metering.webhooks.models import Delivery, OutboxEvent
@@ -15,7 +16,7 @@ from metering.webhooks.models import Delivery, OutboxEvent
 metadata = SQLModel.metadata
 
 __all__ = [
-    "ApiToken", "BillingRun", "Counter", "Delivery", "Event", "Invoice", "InvoiceLine", "JobLease", "JobRun",
+    "ApiToken", "BillingRun", "Budget", "BudgetNotification", "OverrunNotification", "Counter", "Delivery", "Event", "Invoice", "InvoiceLine", "JobLease", "JobRun",
     "OutboxEvent", "PriceVersionRow", "Report", "SandboxState", "Settlement", "UsageExtension", "UsageInterval",
     "UsageMark", "metadata",
 ]

@@ -30,6 +30,8 @@ from metering.pricing.service import PriceCatalog
 from metering.reports.controller import ReportController
 from metering.settings import Settings, load_settings
 from metering.settlements.controller import SettlementController
+from metering.spend.controller import CostController, OverrunController
+from metering.spend.policy import use_lifetime_settings
 from metering.tokens.controller import TokenController
 from metering.usage.controller import UsageController
 from metering.usage.derive import USAGE_DERIVATION
@@ -38,6 +40,7 @@ from metering.usage.derive import USAGE_DERIVATION
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Litestar:
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    use_lifetime_settings(settings)
     metrics = Metrics()
     prices = PriceCatalog.from_file(settings.pricing_file)
 
@@ -85,6 +88,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             BillingRunController,
             InvoiceController,
             ExportController,
+            CostController,
+            OverrunController,
         ],
         state=state,
         lifespan=[lifespan],

@@ -26,7 +26,7 @@ from metering.usage.models import UsageExtension, UsageInterval, still_running
 INTERVALS = UsageInterval.__table__
 EXTENSIONS = UsageExtension.__table__
 _IV = (INTERVALS.c.workspace_id, INTERVALS.c.deployment_id, INTERVALS.c.sandbox_id, INTERVALS.c.template,
-       INTERVALS.c.start, INTERVALS.c.end)
+       INTERVALS.c.start, INTERVALS.c.end, INTERVALS.c.lifetime_end)
 _EXT = (EXTENSIONS.c.workspace_id, EXTENSIONS.c.deployment_id, EXTENSIONS.c.sandbox_id, EXTENSIONS.c.template,
         EXTENSIONS.c.time, EXTENSIONS.c.count)
 
@@ -63,8 +63,9 @@ def usage_parts(book: PriceBook, start: int, end: int, workspace_id: str | None,
 
     def running_rows(rows: Sequence[Any]) -> list[tuple[Any, ...]]:
         out = []
-        for ws, dep, sb, template, iv_start, iv_end in rows:
-            span = clip(StoredInterval(ws, dep, sb, template, iv_start, iv_end), start, end, as_of)
+        for row in rows:
+            ws, dep, sb, template = row[:4]
+            span = clip(StoredInterval(*row), start, end, as_of)
             if span is None:
                 continue
             for piece in price_interval(span[0], span[1], template, dep, book):

@@ -11,7 +11,7 @@ from metering.core.timeutil import format_time
 from metering.db.base import now_us
 from metering.errors import Invalid, field_error
 from metering.events.schemas import ID_PATTERN
-from metering.usage.compute import GROUP_FIELDS, aggregate
+from metering.usage.compute import GROUP_FIELDS, aggregate, total
 from metering.usage.service import read_usage_rows
 
 
@@ -69,7 +69,6 @@ class UsageController(Controller):
                 amount=format_money(round_micro(bucket.amount)),
             )
             items.append(item)
-        total = sum((b.amount for b in buckets.values()), start=0)
         return {
             "workspace_id": workspace_id,
             "start": format_time(start_us),
@@ -77,5 +76,5 @@ class UsageController(Controller):
             "as_of": format_time(as_of_us),
             "currency": "USD",
             "items": items,
-            "total": format_money(round_micro(total)),
+            "total": format_money(round_micro(total(buckets))),
         }
