@@ -62,8 +62,9 @@ class CostController(Controller):
 
     @get("/budget", operation_id="getBudget", summary="The budget, what is spent and the thresholds crossed",
          opt={"scope": "usage:read"})
-    async def get_budget(self, request: Request, workspace_id: FromPath[str]) -> dict:
-        return await self._doc(request, workspace_param(request, workspace_id))
+    async def get_budget(self, request: Request, workspace_id: FromPath[str], as_of: FromQuery[str | None] = None) -> dict:
+        workspace_id = workspace_param(request, workspace_id)
+        return await self._doc(request, workspace_id, as_of_param(as_of))
 
     @delete("/budget", operation_id="deleteBudget", summary="Remove the workspace's budget",
             opt={"scope": "invoices:write"}, status_code=204)
@@ -73,8 +74,8 @@ class CostController(Controller):
             raise NotFound(f"workspace {workspace_id!r} has no budget")
         return Response(content=None, status_code=204)
 
-    async def _doc(self, request: Request, workspace_id: str) -> dict:
-        doc = await budget_view(request, workspace_id, now_us())
+    async def _doc(self, request: Request, workspace_id: str, as_of: int | None = None) -> dict:
+        doc = await budget_view(request, workspace_id, now_us() if as_of is None else as_of)
         if doc is None:
             raise NotFound(f"workspace {workspace_id!r} has no budget")
         return doc

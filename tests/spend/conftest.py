@@ -19,11 +19,10 @@ def spend_settings(db_url, tmp_path, receiver, monkeypatch):
     monkeypatch.setenv("TEST_WEBHOOK_SECRET", SECRET)
 
     def make(**overrides):
-        return load_settings(
-            environ={}, database_url=db_url, admin_token=ADMIN_TOKEN, reports_dir=str(tmp_path / "reports"),
-            scheduler={"enabled": False}, webhooks=[{"url": receiver.url, "secret_env": "TEST_WEBHOOK_SECRET"}],
-            **overrides,
-        )
+        base = {"database_url": db_url, "admin_token": ADMIN_TOKEN, "reports_dir": str(tmp_path / "reports"),
+                "scheduler": {"enabled": False},
+                "webhooks": [{"url": receiver.url, "secret_env": "TEST_WEBHOOK_SECRET"}]}
+        return load_settings(environ={}, **{**base, **overrides})
 
     return make
 
