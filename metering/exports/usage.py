@@ -20,7 +20,8 @@ from metering.core.money import round_micro, unit_price_text
 from metering.core.periods import floor_to
 from metering.core.pricing import PriceBook
 from metering.exports.plan import Part
-from metering.usage.compute import StoredInterval, clip
+from metering.spend.overruns import overrun_pieces
+from metering.usage.compute import StoredInterval, clip, lifetime_policy
 from metering.usage.models import UsageExtension, UsageInterval, still_running
 
 INTERVALS = UsageInterval.__table__
@@ -86,3 +87,16 @@ def usage_parts(book: PriceBook, start: int, end: int, workspace_id: str | None,
         Part(open_intervals(end, workspace_id), running_rows),
         Part(extensions(start, end, workspace_id), extension_rows),
     ]
+
+
+def overrun_parts(book: PriceBook, start: int, end: int, workspace_id: str | None, now: int) -> list[Part]:
+    """The ``overruns`` dataset, from the same interval queries as ``usage``."""
+    as_of, tolerance = min(now, end), lifetime_policy().tolerance_us
+
+    def rows(raw: Sequence[Any]) -> list[tuple[Any, ...]]:
+        pieces = overrun_pieces((StoredInterval(*r) for r in raw), book, start, end, as_of, tolerance)
+        return [(o.interval.workspace_id, o.interval.deployment_id, o.interval.sandbox_id, o.interval.template,
+                 o.interval.start, o.interval.lifetime_end, o.start, o.end, o.end - o.start, round_micro(o.amount),
+                 round_micro(o.billed)) for o in pieces]
+
+    return [Part(closed_intervals(start, end, workspace_id), rows), Part(open_intervals(end, workspace_id), rows)]

@@ -9,6 +9,7 @@ in the month of ``as_of``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -22,6 +23,7 @@ from metering.core.timeutil import format_time
 from metering.db import Database
 from metering.settings import Settings
 from metering.spend.models import OverrunNotification
+from metering.usage.compute import StoredInterval, clip
 from metering.usage.models import UsageInterval, still_running
 from metering.spend.notify import notify_once
 
@@ -77,9 +79,44 @@ def overruns_at(
         closed = closed.where(INTERVALS.c.workspace_id == workspace_id)
     found = []
     for ws, dep, sb, template, started, life in conn.execute(still_open.union_all(closed)).all():
-        amount = sum((p.amount for p in price_interval(life, as_of, template, dep, book)), start=Fraction(0))
-        found.append(Overrun(ws, dep, sb, template, started, life, as_of, amount))
+        iv = StoredInterval(ws, dep, sb, template, started, None, life)
+        found.append(Overrun(ws, dep, sb, template, started, life, as_of, _charge(iv, life, as_of, book)))
     return sorted(found, key=lambda o: (o.lifetime_end, o.workspace_id, o.sandbox_id))
+
+
+@dataclass(frozen=True)
+class OverrunPiece:
+    """The part of an overrunning interval past its lifetime end inside a time range (a day
+    of a report, an export's range), with its running charge and the part of it billed."""
+
+    interval: StoredInterval
+    start: int
+    end: int
+    amount: Fraction
+    billed: Fraction
+
+
+def overrun_pieces(
+    intervals: Iterable[StoredInterval], book: PriceBook, start: int, end: int, as_of: int, tolerance_us: int,
+) -> list[OverrunPiece]:
+    """Intervals that ran (or run at ``as_of``) more than the tolerance past their lifetime
+    end, cut to ``[start, end)``.  What is billed of it is what usage.compute.clip lets through."""
+    out = []
+    for iv in intervals:
+        if iv.lifetime_end is None:
+            continue
+        stop = iv.end if iv.end is not None else as_of
+        s, e = max(iv.lifetime_end, iv.start, start), min(stop, end)
+        if stop - iv.lifetime_end <= tolerance_us or e <= s:
+            continue
+        billed = clip(iv, s, e, as_of)
+        out.append(OverrunPiece(iv, s, e, _charge(iv, s, e, book),
+                                _charge(iv, *billed, book) if billed else Fraction(0)))
+    return sorted(out, key=lambda o: (o.start, o.interval.workspace_id, o.interval.sandbox_id))
+
+
+def _charge(iv: StoredInterval, start: int, end: int, book: PriceBook) -> Fraction:
+    return sum((p.amount for p in price_interval(start, end, iv.template, iv.deployment_id, book)), start=Fraction(0))
 
 
 async def list_overruns(db: Database, settings: Settings, book: PriceBook, as_of: int,

@@ -130,6 +130,19 @@ async def test_bill_beyond_false_cuts_everywhere_and_a_late_extension_restores(d
                    event("sandbox.stopped", "2026-03-10T12:00:00Z", sandbox_id="sb_g"))
         # 20 minutes at 0.10/h.
         assert set((await billed_everywhere(client, db, settings)).values()) == {"0.033333"}
+        # The overruns dataset and the day's report say what ran past 10:15 and what of it is billed.
+        export = await client.get("/v1/exports/overruns", headers=ADMIN, params={
+            "start": "2026-03-01T00:00:00Z", "end": "2026-04-01T00:00:00Z", "format": "csv"})
+        assert export.status_code == 200, export.text
+        (row,) = csv.DictReader(io.StringIO(export.text))
+        assert row == {"workspace_id": "ws_1", "deployment_id": "dep_1", "sandbox_id": "sb_g",
+                       "template": "giga-mini", "started": "2026-03-10T10:00:00Z",
+                       "lifetime_end": "2026-03-10T10:15:00Z", "start": "2026-03-10T10:15:00Z",
+                       "end": "2026-03-10T12:00:00Z", "seconds": "6300.000000", "amount": "0.175000",
+                       "billed_amount": "0.008333"}  # 10:15-10:20, inside the tolerance
+        (report,) = (await client.get("/v1/reports", params={"workspace_id": "ws_1"}, headers=ADMIN)).json()["items"]
+        (section,) = (await client.get(f"/v1/reports/{report['id']}/content", headers=ADMIN)).json()["overruns"]
+        assert (section["overrun_amount"], section["billed_amount"]) == ("0.175000", "0.008333")
         # The extension arrives late, timed after the cut (10:25, 30 minutes): lifetime until
         # 10:45, billed to 10:50 (50 minutes), plus the extension's 2 x 0.025 in usage.
         await post(client, event("sandbox.extended", "2026-03-10T10:25:00Z", sandbox_id="sb_g", minutes=30))
