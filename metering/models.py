@@ -11,6 +11,7 @@ from metering.settlements.models import Settlement
 from metering.spend.models import Budget, BudgetNotification, OverrunNotification
 from metering.tokens.models import ApiToken
 from metering.usage.models import SandboxState, UsageExtension, UsageInterval, UsageMark
+from metering.web.models import WebSession
 from metering.webhooks.models import Delivery, OutboxEvent
 
 metadata = SQLModel.metadata
@@ -18,5 +19,5 @@ metadata = SQLModel.metadata
 __all__ = [
     "ApiToken", "BillingRun", "Budget", "BudgetNotification", "OverrunNotification", "Counter", "Delivery", "Event", "Invoice", "InvoiceLine", "JobLease", "JobRun",
     "OutboxEvent", "PriceVersionRow", "Report", "SandboxState", "Settlement", "UsageExtension", "UsageInterval",
-    "UsageMark", "metadata",
+    "UsageMark", "WebSession", "metadata",
 ]

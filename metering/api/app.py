@@ -35,6 +35,8 @@ from metering.spend.policy import use_lifetime_settings
 from metering.tokens.controller import TokenController
 from metering.usage.controller import UsageController
 from metering.usage.derive import USAGE_DERIVATION
+from metering.web import TEMPLATES
+from metering.web.controller import WebController
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Litestar:
@@ -90,7 +92,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             ExportController,
             CostController,
             OverrunController,
+            WebController,
         ],
+        template_config=TEMPLATES,
         state=state,
         lifespan=[lifespan],
         middleware=[request_id_middleware(metrics)],

@@ -48,6 +48,14 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.UniqueConstraint("workspace_id", "sandbox_id", "started", name="uq_overrun_notifications"),
     )
+    op.create_table(
+        "web_sessions",
+        sa.Column("id_hash", sa.String(64), primary_key=True),
+        sa.Column("token_id", sa.String(40), nullable=False),
+        sa.Column("workspace_id", sa.String(128), nullable=True),
+        sa.Column("scopes", sa.Text(), nullable=False),
+        sa.Column("expires_at", sa.BigInteger(), nullable=False),
+    )
     op.add_column("usage_intervals", sa.Column("lifetime_end", sa.BigInteger(), nullable=True))
     op.add_column("sandbox_states", sa.Column("open_lifetime_end", sa.BigInteger(), nullable=True))
     _backfill(op.get_bind())
@@ -82,6 +90,7 @@ def _backfill(conn: sa.engine.Connection) -> None:
 def downgrade() -> None:
     op.execute("ALTER TABLE sandbox_states DROP COLUMN open_lifetime_end")
     op.execute("ALTER TABLE usage_intervals DROP COLUMN lifetime_end")
+    op.drop_table("web_sessions")
     op.drop_table("overrun_notifications")
     op.drop_table("budget_notifications")
     op.drop_table("budgets")
