@@ -3,14 +3,7 @@ import pytest
 from metering.settings import load_settings
 from metering.usage.compute import lifetime_policy, set_lifetime_policy
 from tests.conftest import ADMIN_TOKEN
-from tests.webhooks.conftest import SECRET
-from tests.webhooks.receiver import Receiver
-
-
-@pytest.fixture
-def receiver():
-    with Receiver() as r:
-        yield r
+from tests.webhooks.conftest import SECRET, receiver  # noqa: F401  (the webhook receiver fixture)
 
 
 @pytest.fixture
