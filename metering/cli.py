@@ -219,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("invalid_settings", detail=str(exc))
         return 2
     configure_logging(settings.log_level, settings.log_format, command)
+    from metering.spend.policy import use_lifetime_settings
+
+    use_lifetime_settings(settings)
     from metering.errors import Problem
 
     try:

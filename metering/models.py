@@ -9,15 +9,16 @@ from metering.pricing.models import PriceVersionRow
 from metering.reports.models import Report
 from metering.scheduler.models import JobLease, JobRun
 from metering.settlements.models import Settlement
+from metering.spend.models import Budget, BudgetNotification, OverrunNotification
 from metering.tokens.models import ApiToken
 from metering.usage.models import ChangedDay, SandboxState, UsageExtension, UsageInterval
+from metering.web.models import WebSession
 from metering.webhooks.models import Delivery, OutboxEvent
 
 metadata = SQLModel.metadata
 
 __all__ = [
-    "ApiToken", "AuditEntry", "BillingRun", "ChangedDay", "Counter", "Delivery", "Event", "Invoice", "InvoiceLine", "JobLease",
-    "JobRun",
-    "OutboxEvent", "PriceVersionRow", "Report", "SandboxState", "Settlement", "UsageExtension", "UsageInterval",
-    "metadata",
+    "ApiToken", "AuditEntry", "BillingRun", "Budget", "BudgetNotification", "ChangedDay", "Counter", "Delivery", "Event",
+    "Invoice", "InvoiceLine", "JobLease", "JobRun", "OutboxEvent", "OverrunNotification", "PriceVersionRow", "Report",
+    "SandboxState", "Settlement", "UsageExtension", "UsageInterval", "WebSession", "metadata",
 ]

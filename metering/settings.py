@@ -110,6 +110,24 @@ class IngestSettings(msgspec.Struct, forbid_unknown_fields=True):
     nats: NatsSettings | None = None  # set: ``metering serve`` consumes the stream too
 
 
+class LifetimeSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """The lifetime guard (CONTRACT 10): a sandbox running this long past its paid lifetime is
+    an overrun; with ``bill_beyond = false`` its running time past that is not billed."""
+
+    tolerance_seconds: int = 300
+    bill_beyond: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.tolerance_seconds <= 31 * 86_400:
+            raise ValueError("lifetime.tolerance_seconds must be between 0 and 2678400")
+
+
+class SpendSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # How often the scheduler checks budgets and overruns; a crossing is notified within this
+    # (plus the webhook job's interval), well inside the 60 s CONTRACT 10 promises.
+    check_interval_seconds: int = 10
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     # The defaults are what config/settings.toml says: the checkout's data/ and config/.
     database_url: str = f"sqlite+aiosqlite:///{ROOT / 'data' / 'metering.db'}"
@@ -143,6 +161,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     webhooks: list[WebhookSettings] = msgspec.field(default_factory=list)
     webhook_delivery: WebhookDeliverySettings = msgspec.field(default_factory=WebhookDeliverySettings)
     ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
+    lifetime: LifetimeSettings = msgspec.field(default_factory=LifetimeSettings)
+    spend: SpendSettings = msgspec.field(default_factory=SpendSettings)
 
     @property
     def is_sqlite(self) -> bool:

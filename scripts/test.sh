@@ -9,6 +9,12 @@ if [ ! -x node_modules/.bin/anvil ] || [ package-lock.json -nt node_modules/.pac
   # honours package-lock.json all the same.
   npm install --no-audit --no-fund --loglevel=error
 fi
+# Headless Chromium and its driver (Debian's) for the page test (tests/web).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+  fi
+fi
 # PostgreSQL at 127.0.0.1:5432 (database `test`); start the local cluster if it is down.
 if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
   if command -v pg_ctlcluster >/dev/null; then

@@ -17,6 +17,19 @@ EVENT_RANK = {
     "sandbox.terminated": 4,
 }
 EXTENSION_MINUTES = 15
+MINUTE_US = 60_000_000
+# A sandbox lives this long from the running event that opened its interval, plus the minutes
+# of each extension while it runs (CONTRACT 10, the lifetime guard).
+LIFETIME_US = 15 * MINUTE_US
+
+
+@dataclass(frozen=True)
+class LifetimePolicy:
+    """``[lifetime]`` settings: how long past its lifetime end a sandbox may run unnoticed,
+    and whether running time past that is billed."""
+
+    tolerance_us: int = 5 * MINUTE_US
+    bill_beyond: bool = True
 
 
 @dataclass(frozen=True)

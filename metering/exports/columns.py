@@ -115,6 +115,22 @@ SETTLEMENTS = _cols(
     ("run_id", TEXT),
 )
 
+# The lifetime guard: per interval that ran more than the tolerance past its lifetime end,
+# its time past that end inside the range, the running charge of it, and what of it is billed.
+OVERRUNS = _cols(
+    ("workspace_id", TEXT),
+    ("deployment_id", TEXT),
+    ("sandbox_id", TEXT),
+    ("template", TEXT),
+    ("started", TIME),  # the interval's start (a piece's, for one crossing a UTC month)
+    ("lifetime_end", TIME),
+    ("start", TIME),
+    ("end", TIME),
+    ("seconds", MICROS),
+    ("amount", MICROS),
+    ("billed_amount", MICROS),  # all of it, or what [lifetime] bill_beyond = false leaves
+)
+
 FORMATS = ("csv", "ndjson", "parquet")
 
 DATASETS: dict[str, tuple[Column, ...]] = {
@@ -122,4 +138,5 @@ DATASETS: dict[str, tuple[Column, ...]] = {
     "invoices": INVOICES,
     "invoice_lines": INVOICE_LINES,
     "settlements": SETTLEMENTS,
+    "overruns": OVERRUNS,
 }

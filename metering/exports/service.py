@@ -24,7 +24,7 @@ from metering.db import Database
 from metering.exports.columns import DATASETS
 from metering.exports.formats import Encoder, make_encoder
 from metering.exports.plan import ExportRequest, Part
-from metering.exports.usage import usage_parts
+from metering.exports.usage import overrun_parts, usage_parts
 
 CHUNK_ROWS = 5_000
 
@@ -33,6 +33,8 @@ def plan(request: ExportRequest, book: PriceBook, now: int) -> list[Part]:
     start, end, ws = request.start, request.end, request.workspace_id
     if request.dataset == "usage":
         return usage_parts(book, start, end, ws, now)
+    if request.dataset == "overruns":
+        return overrun_parts(book, start, end, ws, now)
     # Imported here: the invoice views pull in web3 (through settlements), a second and a
     # half the CLI need not spend on a usage export.
     from metering.exports.records import invoice_parts, line_parts, settlement_parts

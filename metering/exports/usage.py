@@ -20,13 +20,14 @@ from metering.core.money import round_micro, unit_price_text
 from metering.core.periods import floor_to
 from metering.core.pricing import PriceBook
 from metering.exports.plan import Part
-from metering.usage.compute import StoredInterval, clip
+from metering.spend.overruns import overrun_pieces
+from metering.usage.compute import StoredInterval, clip, lifetime_policy
 from metering.usage.models import UsageExtension, UsageInterval, still_running
 
 INTERVALS = UsageInterval.__table__
 EXTENSIONS = UsageExtension.__table__
 _IV = (INTERVALS.c.workspace_id, INTERVALS.c.deployment_id, INTERVALS.c.sandbox_id, INTERVALS.c.template,
-       INTERVALS.c.start, INTERVALS.c.end)
+       INTERVALS.c.start, INTERVALS.c.end, INTERVALS.c.lifetime_end)
 _EXT = (EXTENSIONS.c.workspace_id, EXTENSIONS.c.deployment_id, EXTENSIONS.c.sandbox_id, EXTENSIONS.c.template,
         EXTENSIONS.c.time, EXTENSIONS.c.count)
 
@@ -63,8 +64,9 @@ def usage_parts(book: PriceBook, start: int, end: int, workspace_id: str | None,
 
     def running_rows(rows: Sequence[Any]) -> list[tuple[Any, ...]]:
         out = []
-        for ws, dep, sb, template, iv_start, iv_end in rows:
-            span = clip(StoredInterval(ws, dep, sb, template, iv_start, iv_end), start, end, as_of)
+        for row in rows:
+            ws, dep, sb, template = row[:4]
+            span = clip(StoredInterval(*row), start, end, as_of)
             if span is None:
                 continue
             for piece in price_interval(span[0], span[1], template, dep, book):
@@ -85,3 +87,16 @@ def usage_parts(book: PriceBook, start: int, end: int, workspace_id: str | None,
         Part(open_intervals(end, workspace_id), running_rows),
         Part(extensions(start, end, workspace_id), extension_rows),
     ]
+
+
+def overrun_parts(book: PriceBook, start: int, end: int, workspace_id: str | None, now: int) -> list[Part]:
+    """The ``overruns`` dataset, from the same interval queries as ``usage``."""
+    as_of, tolerance = min(now, end), lifetime_policy().tolerance_us
+
+    def rows(raw: Sequence[Any]) -> list[tuple[Any, ...]]:
+        pieces = overrun_pieces((StoredInterval(*r) for r in raw), book, start, end, as_of, tolerance)
+        return [(o.interval.workspace_id, o.interval.deployment_id, o.interval.sandbox_id, o.interval.template,
+                 o.interval.start, o.interval.lifetime_end, o.start, o.end, o.end - o.start, round_micro(o.amount),
+                 round_micro(o.billed)) for o in pieces]
+
+    return [Part(closed_intervals(start, end, workspace_id), rows), Part(open_intervals(end, workspace_id), rows)]

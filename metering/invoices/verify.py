@@ -4,8 +4,9 @@ Nothing derived is trusted: each invoice's usage is folded again from the raw ev
 workspace (core.lifecycle, not the usage tables), counting only the events stored by the
 time the invoice was finalized, and priced by the same line code with the price book (the
 file's versions and the stored ones).  Adjustments are re-derived the same way: an earlier
-period's usage then, less what invoices finalized before this one billed for it.  A credit
-line is checked to lie between zero and the subtotal, and the totals to add up.
+period's usage then, less what invoices finalized before this one billed for it.  The lines
+that close an invoice are checked against the rules (credit, carried or prepaid, between zero
+and the subtotal; a negative subtotal carried forward whole), and the totals to add up.
 
 An event stored while the run that finalized an invoice was reading usage can be counted
 on one side and not the other; it then shows as a difference here and as the matching
@@ -121,11 +122,15 @@ def _show(kind: str, quantity: int, amount: int) -> str:
     return f"{format_money(amount)} ({unit})"
 
 
+# The lines that close an invoice (invoices.lines.settlement_lines): credit, not usage.
+CLOSING = ("credit", "carried_credit", "carry_forward")
+
+
 def compare(inv: Invoice, stored: list[Line], expected: list[Line]) -> list[Difference]:
     def sums(lines: list[Line]) -> dict[tuple, list[int]]:  # type: ignore[type-arg]
         out: dict[tuple, list[int]] = {}  # type: ignore[type-arg]
         for ln in lines:
-            if ln.kind != "credit":
+            if ln.kind not in CLOSING:
                 key = (ln.kind, ln.usage_kind, ln.deployment_id, ln.template, ln.original_period_start)
                 out.setdefault(key, [0, 0])
                 out[key][0] += ln.quantity
@@ -140,15 +145,21 @@ def compare(inv: Invoice, stored: list[Line], expected: list[Line]) -> list[Diff
             diffs.append(Difference(inv.id, inv.number, _name(key),
                                     _show(usage_kind, *have[key]) if key in have else "no line",
                                     _show(usage_kind, *want[key]) if key in want else "no line"))
-    subtotal = sum(ln.amount for ln in stored if ln.kind != "credit")
-    credits = -sum(ln.amount for ln in stored if ln.kind == "credit")
-    if not (inv.subtotal == subtotal and inv.credits == credits and inv.total == subtotal - credits
-            and 0 <= credits <= max(subtotal, 0)):
+    subtotal = sum(ln.amount for ln in stored if ln.kind not in CLOSING)
+    closing = {kind: sum(ln.amount for ln in stored if ln.kind == kind) for kind in CLOSING}
+    carried, credits = -closing["carried_credit"], -closing["credit"] - closing["carried_credit"]
+    forward = closing["carry_forward"]
+    total = subtotal - credits + forward
+    # A negative subtotal is carried forward whole (total 0); otherwise credit never passes it.
+    closed_well = (credits == 0 and forward == -subtotal) if subtotal < 0 else (0 <= credits <= subtotal and not forward)
+    if not (inv.subtotal == subtotal and inv.credits == credits and inv.carried_credit == carried
+            and inv.carried_forward == forward and inv.total == total and closed_well):
         diffs.append(Difference(
             inv.id, inv.number, "totals",
-            f"subtotal {format_money(inv.subtotal)} credits {format_money(inv.credits)} total {format_money(inv.total)}",
+            f"subtotal {format_money(inv.subtotal)} credits {format_money(inv.credits)} "
+            f"carried forward {format_money(inv.carried_forward)} total {format_money(inv.total)}",
             f"subtotal {format_money(subtotal)} credits {format_money(credits)} (0 to the subtotal) "
-            f"total {format_money(subtotal - credits)}"))
+            f"carried forward {format_money(forward)} total {format_money(total)}"))
     return diffs
 
 

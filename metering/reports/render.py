@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -18,6 +18,7 @@ import msgspec
 from metering.core.money import format_money, format_seconds, round_micro
 from metering.core.timeutil import format_time
 from metering.reports.files import day_name
+from metering.spend.overruns import OverrunPiece
 from metering.usage.compute import Bucket, GroupKey
 
 KIND = "daily_usage"
@@ -25,6 +26,9 @@ RUN_STATUSES = ("queued", "running", "completed", "failed")
 CSV_HEADER = (
     "record", "workspace_id", "day", "deployment_id", "template", "run_status",
     "running_seconds", "running_amount", "extensions", "extension_amount", "amount", "runs",
+    # ``overrun`` records (the lifetime guard): running_seconds and running_amount are the time
+    # past the lifetime end that day and its charge, amount the part of it billed.
+    "sandbox_id", "lifetime_end",
 )
 
 
@@ -41,6 +45,7 @@ def _amounts(running_us: int, running: Fraction, extensions: int, extension: Fra
 def build_content(
     report_id: str, workspace_id: str, start: int, end: int,
     buckets: Mapping[GroupKey, Bucket], runs: Mapping[str, int], carried: Mapping[str, int] | None = None,
+    overruns: Sequence[OverrunPiece] = (),
 ) -> dict[str, Any]:
     """``buckets`` grouped by (deployment, template), as usage.compute.aggregate returns them;
     ``carried``: invoices.credit.carried_on_day (credit carried forward from negative subtotals)."""
@@ -68,6 +73,15 @@ def build_content(
         "totals": totals,
         "runs": {status: runs.get(status, 0) for status in RUN_STATUSES},
         "carried_credit": {name: format_money(amount) for name, amount in (carried or {}).items()},
+        "overruns": [{
+            "deployment_id": o.interval.deployment_id, "sandbox_id": o.interval.sandbox_id,
+            "template": o.interval.template, "started": format_time(o.interval.start),
+            "lifetime_end": format_time(o.interval.lifetime_end or 0),
+            "start": format_time(o.start), "end": format_time(o.end),
+            "overrun_seconds": format_seconds(o.end - o.start),
+            "overrun_amount": format_money(round_micro(o.amount)),
+            "billed_amount": format_money(round_micro(o.billed)),
+        } for o in overruns],
     }
 
 
@@ -87,10 +101,14 @@ def render_csv(content: Mapping[str, Any]) -> bytes:
         return [a["running_seconds"], a["running_amount"], a["extensions"], a["extension_amount"], a["amount"]]
 
     for item in content["items"]:
-        writer.writerow(["usage", ws, day, item["deployment_id"], item["template"], "", *money_cols(item), ""])
-    writer.writerow(["total", ws, day, "", "", "", *money_cols(content["totals"]), ""])
+        writer.writerow(["usage", ws, day, item["deployment_id"], item["template"], "", *money_cols(item), "", "", ""])
+    writer.writerow(["total", ws, day, "", "", "", *money_cols(content["totals"]), "", "", ""])
     for status, count in content["runs"].items():
-        writer.writerow(["runs", ws, day, "", "", status, "", "", "", "", "", count])
+        writer.writerow(["runs", ws, day, "", "", status, "", "", "", "", "", count, "", ""])
     if content.get("carried_credit"):
-        writer.writerow(["carried_credit", ws, day, "", "", "", "", "", "", "", content["carried_credit"]["balance"], ""])
+        writer.writerow(["carried_credit", ws, day, "", "", "", "", "", "", "", content["carried_credit"]["balance"], "",
+                         "", ""])
+    for o in content.get("overruns", ()):
+        writer.writerow(["overrun", ws, day, o["deployment_id"], o["template"], "", o["overrun_seconds"],
+                         o["overrun_amount"], "", "", o["billed_amount"], "", o["sandbox_id"], o["lifetime_end"]])
     return out.getvalue().encode()

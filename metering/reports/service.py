@@ -29,6 +29,7 @@ from metering.reports.render import KIND, RUN_STATUSES, build_content, render_cs
 from metering.settings import Settings
 from metering.usage.compute import aggregate
 from metering.usage.models import UsageExtension, UsageInterval, still_running
+from metering.spend.overruns import overrun_pieces
 from metering.usage.service import load_usage_rows
 from metering.webhooks.outbox import enqueue
 
@@ -138,7 +139,8 @@ async def write_daily_report(
     buckets = aggregate(intervals, extensions, book, start=start, end=end, as_of=end,
                         group_by=("deployment", "template"))
     rid = report_id(workspace_id, KIND, start)
-    content = build_content(rid, workspace_id, start, end, buckets, runs, carried)
+    overruns = overrun_pieces(intervals, book, start, end, end, settings.lifetime.tolerance_seconds * 1_000_000)
+    content = build_content(rid, workspace_id, start, end, buckets, runs, carried, overruns)
     json_rel, csv_rel = relative_paths(workspace_id, start)
 
     def write_files() -> None:

@@ -23,6 +23,8 @@ from metering.reports.service import earliest_activity, write_reports
 from metering.scheduler.models import JobRun
 from metering.settings import Settings
 from metering.settlements.service import recheck_pending
+from metering.spend.budgets import check_budgets
+from metering.spend.overruns import notify_overruns
 from metering.webhooks.delivery import deliver_due, prune
 
 RUNS = JobRun.__table__
@@ -122,6 +124,16 @@ async def settlements(ctx: JobContext) -> JobResult:
     return JobResult("ok", detail=f"rechecked={checked}")
 
 
+async def spend(ctx: JobContext) -> JobResult:
+    """Budget thresholds reached and sandboxes overrunning: each notified once (spend.notify)."""
+    book = await ctx.prices.refresh(ctx.db)
+    crossed = await check_budgets(ctx.db, ctx.settings, book, ctx.now_us)
+    overruns = await notify_overruns(ctx.db, ctx.settings, book, ctx.now_us)
+    if not crossed and not overruns:
+        return JobResult("skipped", detail="nothing crossed")
+    return JobResult("ok", detail=f"thresholds={crossed} overruns={overruns}")
+
+
 async def webhooks(ctx: JobContext) -> JobResult:
     stats = await deliver_due(ctx.db, ctx.settings, now_us=ctx.now_us)
     pruned = await prune(ctx.db, ctx.settings, now_us=ctx.now_us)
@@ -132,7 +144,8 @@ async def webhooks(ctx: JobContext) -> JobResult:
 
 
 # In the order ``--once`` runs them: webhooks last, so what the others enqueue goes out.
-JOBS: dict[str, Job] = {"billing": billing, "reports": reports, "settlements": settlements, "webhooks": webhooks}
+JOBS: dict[str, Job] = {"billing": billing, "reports": reports, "settlements": settlements, "spend": spend,
+                        "webhooks": webhooks}
 
 
 def intervals(settings: Settings) -> dict[str, int]:
@@ -141,5 +154,6 @@ def intervals(settings: Settings) -> dict[str, int]:
         "billing": conf.billing_interval_seconds,
         "reports": conf.report_interval_seconds,
         "settlements": conf.settlement_recheck_seconds,
+        "spend": settings.spend.check_interval_seconds,
         "webhooks": conf.webhook_interval_seconds,
     }

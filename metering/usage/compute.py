@@ -13,6 +13,7 @@ from operator import attrgetter
 from typing import NamedTuple
 
 from metering.core.charges import Rates, tariff
+from metering.core.lifecycle import LifetimePolicy
 from metering.core.periods import DAY_US, HOUR_US, floor_to, split_at_boundaries
 from metering.core.pricing import PriceBook
 from metering.core.timeutil import from_us
@@ -27,6 +28,7 @@ class StoredInterval(NamedTuple):
     template: str
     start: int
     end: int | None
+    lifetime_end: int | None = None
 
 
 class StoredExtension(NamedTuple):
@@ -76,10 +78,30 @@ class Bucket:
 GroupKey = tuple[tuple[str, str], ...]
 
 
+# ``[lifetime]`` of the settings, set once per process (set_lifetime_policy).
+_lifetime = LifetimePolicy()
+
+
+def set_lifetime_policy(policy: LifetimePolicy) -> None:
+    global _lifetime
+    _lifetime = policy
+
+
+def lifetime_policy() -> LifetimePolicy:
+    return _lifetime
+
+
 def clip(iv: StoredInterval, start: int, end: int, as_of: int) -> tuple[int, int] | None:
-    """The part of an interval inside the query; an open one runs until ``as_of``."""
+    """The part of an interval inside the query; an open one runs until ``as_of``.
+
+    The one place where ``[lifetime] bill_beyond = false`` cuts running time past the
+    lifetime end plus the tolerance: usage queries, invoices, reports and exports all clip
+    here, and a late extension moves the stored lifetime end, so it restores what it covers.
+    """
     s = max(iv.start, start)
     e = min(iv.end if iv.end is not None else as_of, end)
+    if not _lifetime.bill_beyond and iv.lifetime_end is not None:
+        e = min(e, iv.lifetime_end + _lifetime.tolerance_us)
     return (s, e) if e > s else None
 
 
@@ -181,3 +203,8 @@ def count_items(
                 total += last - reach
             reach = last if reach is None else max(reach, last)
     return total
+
+
+def total(buckets: dict[GroupKey, Bucket]) -> Fraction:
+    """A usage query's total: the exact sum of its buckets, to be rounded once (CONTRACT 4.6)."""
+    return sum((b.amount for b in buckets.values()), start=Fraction(0))

@@ -13,7 +13,7 @@ from metering.core.periods import WINDOWS
 from metering.core.timeutil import format_time
 from metering.db.base import now_us
 from metering.errors import Invalid, field_error
-from metering.usage.compute import GROUP_FIELDS, MAX_ITEMS, aggregate, count_items
+from metering.usage.compute import GROUP_FIELDS, MAX_ITEMS, aggregate, count_items, total
 from metering.usage.service import read_usage_rows
 
 
@@ -87,7 +87,6 @@ class UsageController(Controller):
         # goes to a thread, and the event loop answers meanwhile.
         pieces = (len(intervals) + len(extensions)) * max(count, 1)
         items, buckets = await asyncio.to_thread(work) if pieces > PIECES_ON_LOOP else work()
-        total = sum((b.amount for b in buckets.values()), start=0)
         return {
             "workspace_id": workspace_id,
             "start": format_time(start_us),
@@ -95,5 +94,5 @@ class UsageController(Controller):
             "as_of": format_time(as_of_us),
             "currency": "USD",
             "items": items,
-            "total": format_money(round_micro(total)),
+            "total": format_money(round_micro(total(buckets))),
         }

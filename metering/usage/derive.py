@@ -34,7 +34,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from metering.core.lifecycle import EVENT_RANK, EXTENSION_MINUTES
+from metering.core.lifecycle import EVENT_RANK, EXTENSION_MINUTES, LIFETIME_US, MINUTE_US
 from metering.core.periods import DAY_US, next_boundary
 from metering.db.base import now_us
 from metering.db.upsert import BulkSQL
@@ -50,7 +50,7 @@ STATES = SandboxState.__table__
 RUNNING, EXTENDED, STOPPED, TERMINATED = (EVENT_RANK[f"sandbox.{t}"] for t in ("running", "extended", "stopped", "terminated"))
 
 OWNER_COLUMNS = ("workspace_id", "deployment_id", "sandbox_id", "template")
-INTERVAL_COLUMNS = (*OWNER_COLUMNS, "start", "end")
+INTERVAL_COLUMNS = (*OWNER_COLUMNS, "start", "end", "lifetime_end")
 EXTENSION_COLUMNS = (*OWNER_COLUMNS, "time", "count")
 # A sandbox's usage rows by their own keys (its intervals never share a start), read through
 # ix_usage_intervals_ws_start / ix_usage_extensions_ws_time.
@@ -58,9 +58,10 @@ INTERVAL_KEY = ("workspace_id", "start", "sandbox_id")
 EXTENSION_KEY = ("workspace_id", "time", "sandbox_id")
 FOLD_COLUMNS = ("workspace_id", "sandbox_id", "last_time", "last_rank", "last_source", "last_event_id",
                 "open_start", "open_template", "open_deployment", "terminated")
-STATE_COLUMNS = (*FOLD_COLUMNS, "history")
+# After the history, so migration 0006 (which zips FOLD_COLUMNS with these rows) keeps working.
+STATE_COLUMNS = (*FOLD_COLUMNS, "history", "open_lifetime_end")
 _SET_FOLD = "ON CONFLICT (workspace_id, sandbox_id) DO UPDATE SET " + ", ".join(
-    f'"{c}" = excluded."{c}"' for c in FOLD_COLUMNS[2:]
+    f'"{c}" = excluded."{c}"' for c in (*FOLD_COLUMNS[2:], "open_lifetime_end")
 )
 STATE_APPEND = f"{_SET_FOLD}, history = sandbox_states.history || excluded.history"
 STATE_REPLACE = f"{_SET_FOLD}, history = excluded.history"
@@ -125,10 +126,15 @@ class Fold:
     open_template: str | None = None
     open_deployment: str | None = None
     terminated: bool = False
+    # When the open interval's paid lifetime ends: 15 minutes from its start plus the minutes
+    # of each extension applied while it is open (CONTRACT 10, the lifetime guard).
+    open_lifetime_end: int | None = None
 
     @property
     def open(self) -> tuple | None:
-        return None if self.open_start is None else (self.open_start, self.open_template, self.open_deployment)
+        # The lifetime end is part of it: an extension rewrites the open row.
+        return None if self.open_start is None else (
+            self.open_start, self.open_template, self.open_deployment, self.open_lifetime_end)
 
 
 class Changes:
@@ -156,26 +162,30 @@ class Changes:
             if rank == RUNNING:
                 if fold.open_start is None:  # the opening event's template and deployment (rule 3)
                     fold.open_start, fold.open_template, fold.open_deployment = time, template, deployment
+                    fold.open_lifetime_end = time + LIFETIME_US
             elif rank == EXTENDED:
                 self.extensions.append((ws, deployment, sb, template, time, minutes // EXTENSION_MINUTES))
+                if fold.open_lifetime_end is not None:
+                    fold.open_lifetime_end += minutes * MINUTE_US
             elif rank >= STOPPED:
                 if fold.open_start is not None:
                     if time > fold.open_start:  # a zero-length interval bills nothing
                         self.intervals.extend(
-                            (ws, fold.open_deployment, sb, fold.open_template, s, e)
+                            (ws, fold.open_deployment, sb, fold.open_template, s, e, fold.open_lifetime_end)
                             for s, e in month_pieces(fold.open_start, time)
                         )
-                    fold.open_start = fold.open_template = fold.open_deployment = None
+                    fold.open_start = fold.open_template = fold.open_deployment = fold.open_lifetime_end = None
                 fold.terminated = rank == TERMINATED
         after = fold.open
         if before is not None and before != after:
             self.drop_open.append((ws, before[0], sb))
         if after is not None and before != after:
-            self.intervals.append((ws, fold.open_deployment, sb, fold.open_template, fold.open_start, None))
+            self.intervals.append((ws, fold.open_deployment, sb, fold.open_template, fold.open_start, None,
+                                   fold.open_lifetime_end))
         assert fold.last is not None
         (self.rewritten if rewrite else self.states).append((
             ws, sb, *fold.last, fold.open_start, fold.open_template, fold.open_deployment, fold.terminated,
-            history_text(events)))
+            history_text(events), fold.open_lifetime_end))
 
 
 def lifecycle_events(rows: list[tuple]) -> dict[SandboxKey, list[LifecycleEvent]]:
@@ -206,11 +216,11 @@ def stored_lifecycles(conn: Connection, chunk: int = 1000) -> Iterator[tuple[San
 
 
 def _load_states(sql: BulkSQL, keys: list[SandboxKey]) -> dict[SandboxKey, Fold]:
-    head = "SELECT " + ", ".join(f'"{c}"' for c in FOLD_COLUMNS) + " FROM sandbox_states"
+    head = "SELECT " + ", ".join(f'"{c}"' for c in (*FOLD_COLUMNS, "open_lifetime_end")) + " FROM sandbox_states"
     states = {}
     for stmt, params in sql.keyed_chunks(STATES, head, ("workspace_id", "sandbox_id"), keys):
-        for ws, sb, t, rank, src, eid, o_start, o_tpl, o_dep, term in sql.rows(stmt, params):
-            states[(ws, sb)] = Fold((t, rank, src, eid), o_start, o_tpl, o_dep, bool(term))
+        for ws, sb, t, rank, src, eid, o_start, o_tpl, o_dep, term, o_life in sql.rows(stmt, params):
+            states[(ws, sb)] = Fold((t, rank, src, eid), o_start, o_tpl, o_dep, bool(term), o_life)
     return states
 
 

@@ -36,6 +36,8 @@ class UsageInterval(SQLModel, table=True):
     template: str = Field(max_length=128)
     start: int = Field(sa_type=BigInteger)
     end: int | None = Field(default=None, sa_type=BigInteger)  # None: still running
+    # When the interval's paid lifetime ends (usage.derive); None on rows derived before 0015.
+    lifetime_end: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class UsageExtension(SQLModel, table=True):
@@ -96,6 +98,7 @@ class SandboxState(SQLModel, table=True):
     open_deployment: str | None = Field(default=None, max_length=128)
     terminated: bool = False
     history: str = Field(default="", sa_type=Text)
+    open_lifetime_end: int | None = Field(default=None, sa_type=BigInteger)
 
 
 

@@ -16,7 +16,7 @@ from metering.usage.models import UsageExtension, UsageInterval, still_running
 INTERVALS = UsageInterval.__table__
 EXTENSIONS = UsageExtension.__table__
 _IV_COLS = (INTERVALS.c.workspace_id, INTERVALS.c.deployment_id, INTERVALS.c.sandbox_id,
-            INTERVALS.c.template, INTERVALS.c.start, INTERVALS.c.end)
+            INTERVALS.c.template, INTERVALS.c.start, INTERVALS.c.end, INTERVALS.c.lifetime_end)
 _EXT_COLS = (EXTENSIONS.c.workspace_id, EXTENSIONS.c.deployment_id, EXTENSIONS.c.sandbox_id,
              EXTENSIONS.c.template, EXTENSIONS.c.time, EXTENSIONS.c.count)
 

@@ -1,14 +1,14 @@
 """The audit trail (CONTRACT 11): one hash-chained log, and its seq counter.
 
 Revision ID: 0016
-Revises: 0013
+Revises: 0015
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0013"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

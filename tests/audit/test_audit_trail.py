@@ -17,6 +17,7 @@ from sqlalchemy import text
 from metering.audit import models as audit
 from metering.audit.service import GENESIS, entry_hash
 from metering.audit.verify import verify_chain, write_anchors
+from metering.core.periods import period_bounds
 from metering.core.timeutil import parse_time
 from metering.db import create_database
 from metering.db.base import now_us
@@ -59,7 +60,8 @@ async def test_every_change_of_money_or_access_is_chained_and_paged(client, admi
            event("sandbox.stopped", "2026-01-10T11:00:00Z")]
     assert (await client.post("/v1/events", json=evs, headers={**auth, **BATCH})).status_code == 202
     assert (await client.post("/v1/billing-runs", json=JAN, headers=auth)).status_code == 201
-    # A late event for January: billed as an adjustment on February's invoice.
+    # A late event for January: billed as an adjustment on the current period's draft
+    # (test_adjustments_are_in_the_trail_when_their_draft_is_finalized), nothing finalized here.
     late = [event("sandbox.running", "2026-01-20T10:00:00Z", template="giga-max", sandbox_id="sb_late"),
             event("sandbox.stopped", "2026-01-20T10:30:00Z", sandbox_id="sb_late"),
             event("sandbox.running", "2026-02-03T10:00:00Z", template="giga-max", sandbox_id="sb_feb"),
@@ -95,7 +97,6 @@ async def test_every_change_of_money_or_access_is_chained_and_paged(client, admi
         (audit.TOKEN_CREATED, token_id),
         (audit.INVOICE_FINALIZED, jan["id"]),
         (audit.INVOICE_FINALIZED, feb["id"]),
-        (audit.ADJUSTMENT_BILLED, feb["id"]),
         (audit.INVOICE_VOIDED, feb["id"]),
         (audit.PRICE_VERSION_ADDED, "2099-01-01T00:00:00Z"),
         (audit.TOKEN_REVOKED, token_id),
@@ -105,7 +106,7 @@ async def test_every_change_of_money_or_access_is_chained_and_paged(client, admi
         (audit.SETTLEMENT_REORGED, paying.id),
         (audit.SETTLEMENT_REJECTED, rejected.id),
     ]
-    assert [e["seq"] for e in log] == list(range(1, 13))
+    assert [e["seq"] for e in log] == list(range(1, 12))
     assert log[0]["prev_hash"] == GENESIS
     for before, entry in zip(log, log[1:]):
         assert entry["prev_hash"] == before["hash"]
@@ -115,10 +116,8 @@ async def test_every_change_of_money_or_access_is_chained_and_paged(client, admi
     assert log[0]["data"] == {"name": "ci", "scopes": ["events:write", "invoices:write", "invoices:read"],
                               "workspace_id": None, "actor": "operator"}
     assert log[1]["data"]["total"] == "0.800000" and log[1]["data"]["actor"] == token_id
-    assert log[3]["data"]["amount"] == "0.400000"
-    assert log[3]["data"]["lines"][0]["original_period_start"] == JAN["period_start"]
-    assert log[8]["data"]["amount"] == "0.800000" and log[8]["data"]["actor"] == "system"
-    assert log[11]["data"]["reason"] == Reason.INVALID_SIGNATURE
+    assert log[7]["data"]["amount"] == "0.800000" and log[7]["data"]["actor"] == "system"
+    assert log[10]["data"]["reason"] == Reason.INVALID_SIGNATURE
     assert (await verify_chain(db)).ok
 
 
@@ -281,3 +280,35 @@ async def test_the_daily_report_job_writes_each_days_last_hash(client, admin, db
         last = (await session.execute(text("SELECT hash FROM audit_log WHERE seq = 2"))).scalar()
     assert json.loads(only.read_text()) == {"day": only.stem, "seq": 2, "hash": last}
     assert only.stem == time.strftime("%Y-%m-%d", time.gmtime(today // 1_000_000))
+
+
+async def test_budget_set_and_deleted_are_in_the_trail(client, admin):
+    body = {"amount": "100.000000", "thresholds": [50, 100]}
+    assert (await client.put("/v1/workspaces/ws_b/budget", json=body, headers=admin)).status_code == 200
+    assert (await client.delete("/v1/workspaces/ws_b/budget", headers=admin)).status_code == 204
+    assert (await client.delete("/v1/workspaces/ws_b/budget", headers=admin)).status_code == 404  # nothing changed
+    found = [(e["kind"], e["subject"], {k: v for k, v in e["data"].items() if k != "actor"})
+             for e in (await entries(client, admin))["items"]]
+    assert found == [(audit.BUDGET_SET, "ws_b", {"amount": "100.000000", "thresholds": [50, 100]}),
+                     (audit.BUDGET_DELETED, "ws_b", {})]
+
+
+async def test_adjustments_are_in_the_trail_when_their_draft_is_finalized(client, admin, db, settings):
+    evs = [event("sandbox.running", "2026-01-10T10:00:00Z", template="giga-max"),
+           event("sandbox.stopped", "2026-01-10T11:00:00Z")]
+    assert (await client.post("/v1/events", json=evs, headers={**admin, **BATCH})).status_code == 202
+    assert (await client.post("/v1/billing-runs", json=JAN, headers=admin)).status_code == 201
+    late = [event("sandbox.running", "2026-01-20T10:00:00Z", template="giga-max", sandbox_id="sb_late"),
+            event("sandbox.stopped", "2026-01-20T10:30:00Z", sandbox_id="sb_late")]
+    assert (await client.post("/v1/events", json=late, headers={**admin, **BATCH})).status_code == 202
+    # The current period's draft takes January's late half hour; billed once it has ended, it is final.
+    start, end = period_bounds(now_us(), settings.billing.period)
+    await invoice_service.run_billing(db, settings, start, end, prices=client.app.state.prices)
+    assert not [e for e in (await entries(client, admin))["items"] if e["kind"] == audit.ADJUSTMENT_BILLED]
+    later = end + settings.billing.grace_seconds * 1_000_000 + 1
+    await invoice_service.run_billing(db, settings, start, end, now_us=later, prices=client.app.state.prices)
+    log = (await entries(client, admin))["items"]
+    billed = [e for e in log if e["kind"] == audit.ADJUSTMENT_BILLED]
+    assert len(billed) == 1 and billed[0]["data"]["amount"] == "0.400000"
+    assert billed[0]["data"]["lines"][0]["original_period_start"] == JAN["period_start"]
+    assert [e["kind"] for e in log].count(audit.INVOICE_FINALIZED) == 2

@@ -9,7 +9,11 @@ import sys
 import pytest
 from sqlalchemy import text
 
+from metering.core.periods import period_bounds
+from metering.core.timeutil import format_time
+from metering.db.base import now_us
 from metering.errors import NotFound
+from metering.invoices.service import run_billing
 from metering.invoices.verify import Report, verify_invoices
 
 from tests.factories import BATCH, event
@@ -55,10 +59,16 @@ async def test_finalized_invoices_rederive_and_a_tampered_line_is_named(client, 
             event("sandbox.stopped", "2026-02-01T01:00:00Z", workspace_id="ws_2", sandbox_id="sb_2")]
     assert (await client.post("/v1/events", json=late, headers={**admin, **BATCH})).status_code == 202
     assert (await client.post("/v1/billing-runs", json=FEB, headers=admin)).status_code == 201
+    # January's late usage goes on the current period's draft, final once that period has ended.
+    start, end = period_bounds(now_us(), settings.billing.period)
+    prices = client.app.state.prices
+    await run_billing(db, settings, start, end, prices=prices)
+    await run_billing(db, settings, start, end, now_us=end + settings.billing.grace_seconds * 1_000_000 + 1,
+                      prices=prices)
     invoices = (await client.get("/v1/invoices", headers=admin)).json()["items"]
     assert len(invoices) == 4 and all(i["status"] == "finalized" for i in invoices)
     adjusted = next(i for i in invoices if any(ln["kind"] == "adjustment" for ln in i["lines"]))
-    assert adjusted["period_start"] == FEB["period_start"] and adjusted["workspace_id"] == "ws_1"
+    assert adjusted["period_start"] == format_time(start) and adjusted["workspace_id"] == "ws_1"
 
     ok = verify(settings)
     assert ok.returncode == 0 and "4 finalized invoices re-derived: every one matches" in ok.stdout, ok.stderr
@@ -72,17 +82,18 @@ async def test_finalized_invoices_rederive_and_a_tampered_line_is_named(client, 
     assert lines == [
         f"{jan_ws1['number']} ({jan_ws1['id']}): running dep_1 giga-max: stored 0.700000 (3600.000000 s), "
         f"derived 0.800000 (3600.000000 s)",
-        f"{jan_ws1['number']} ({jan_ws1['id']}): totals: stored subtotal 1.000000 credits 0.000000 total 1.000000, "
-        f"derived subtotal 0.900000 credits 0.000000 (0 to the subtotal) total 0.900000",
+        f"{jan_ws1['number']} ({jan_ws1['id']}): totals: stored subtotal 1.000000 credits 0.000000 carried forward "
+        f"0.000000 total 1.000000, derived subtotal 0.900000 credits 0.000000 (0 to the subtotal) carried forward "
+        f"0.000000 total 0.900000",
         f"{adjusted['number']} ({adjusted['id']}): adjustment dep_1 giga-mini (running, for the period from "
         f"2026-01-01T00:00:00Z): stored 0.000001 (7200.000000 s), derived 0.200000 (7200.000000 s)",
-        f"{adjusted['number']} ({adjusted['id']}): totals: stored subtotal 0.200000 credits 0.000000 total "
-        f"0.200000, derived subtotal 0.000001 credits 0.000000 (0 to the subtotal) total 0.000001",
+        f"{adjusted['number']} ({adjusted['id']}): totals: stored subtotal 0.200000 credits 0.000000 carried forward "
+        f"0.000000 total 0.200000, derived subtotal 0.000001 credits 0.000000 (0 to the subtotal) carried forward "
+        f"0.000000 total 0.000001",
     ], bad.stdout
     assert "4 finalized invoices re-derived: 2 differ" in bad.stderr
     # One invoice only; an untouched one passes.
     other = next(i for i in invoices if i["workspace_id"] == "ws_2" and i["period_start"] == JAN["period_start"])
-    prices = client.app.state.prices
     assert (await verify_invoices(db, prices, other["id"])) == Report(1, [])
     assert [d.line for d in (await verify_invoices(db, prices, jan_ws1["id"])).differences] == [
         "running dep_1 giga-max", "totals"]

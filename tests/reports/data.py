@@ -41,6 +41,16 @@ def zero() -> dict:
             "extension_amount": "0.000000", "amount": "0.000000"}
 
 
+# The lifetime guard's section: sb_1 lived until 10:45 (15 min + a 30-minute extension) and
+# ran to 11:30; sb_2 lived until 23:15 and still ran at midnight.  Billed in full (bill_beyond).
+WS1_JAN5_OVERRUNS = [
+    {"deployment_id": "dep_1", "sandbox_id": "sb_1", "template": "giga-standard", "started": "2026-01-05T10:00:00Z",
+     "lifetime_end": "2026-01-05T10:45:00Z", "start": "2026-01-05T10:45:00Z", "end": "2026-01-05T11:30:00Z",
+     "overrun_seconds": "2700.000000", "overrun_amount": "0.150000", "billed_amount": "0.150000"},
+    {"deployment_id": "dep_2", "sandbox_id": "sb_2", "template": "giga-mini", "started": "2026-01-05T23:00:00Z",
+     "lifetime_end": "2026-01-05T23:15:00Z", "start": "2026-01-05T23:15:00Z", "end": "2026-01-06T00:00:00Z",
+     "overrun_seconds": "2700.000000", "overrun_amount": "0.075000", "billed_amount": "0.075000"},
+]
 WS1_JAN5_ITEMS = [
     {"deployment_id": "dep_1", "template": "giga-mini", "running_seconds": "1.000000",
      "running_amount": "0.000028", "extensions": 0, "extension_amount": "0.000000", "amount": "0.000028"},

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from metering.reports.models import Report
 from metering.scheduler.runner import Scheduler
-from tests.reports.data import WS1_JAN5_ITEMS, WS1_JAN5_RUNS, WS1_JAN5_TOTALS, post_day, zero
+from tests.reports.data import WS1_JAN5_ITEMS, WS1_JAN5_OVERRUNS, WS1_JAN5_RUNS, WS1_JAN5_TOTALS, post_day, zero
 
 
 async def make_reports(client, make_token, db, settings):
@@ -33,6 +33,7 @@ async def test_files_exist_with_exact_json(client, make_token, db, settings):
         "start": "2026-01-05T00:00:00Z", "end": "2026-01-06T00:00:00Z", "currency": "USD",
         "items": WS1_JAN5_ITEMS, "totals": WS1_JAN5_TOTALS, "runs": WS1_JAN5_RUNS,
         "carried_credit": {"balance": "0.000000", "carried_forward": "0.000000", "applied": "0.000000"},
+        "overruns": WS1_JAN5_OVERRUNS,
     }
     next_day = json.loads((root / "ws_1/2026-01-06.json").read_text())
     assert next_day["items"] == [{"deployment_id": "dep_2", "template": "giga-mini",
@@ -51,7 +52,8 @@ async def test_csv_is_rfc4180_with_the_same_numbers(client, make_token, db, sett
     assert raw.endswith(b"\r\n") and b"\n" not in raw.replace(b"\r\n", b"")
     rows = list(csv.DictReader(io.StringIO(raw.decode(), newline="")))
     assert list(rows[0]) == ["record", "workspace_id", "day", "deployment_id", "template", "run_status",
-                             "running_seconds", "running_amount", "extensions", "extension_amount", "amount", "runs"]
+                             "running_seconds", "running_amount", "extensions", "extension_amount", "amount", "runs",
+                             "sandbox_id", "lifetime_end"]
     usage = [r for r in rows if r["record"] == "usage"]
     assert [(r["deployment_id"], r["template"], r["running_seconds"], r["running_amount"], r["extensions"],
              r["extension_amount"], r["amount"]) for r in usage] == [
@@ -62,6 +64,10 @@ async def test_csv_is_rfc4180_with_the_same_numbers(client, make_token, db, sett
             total["amount"]) == ("9001.000000", "0.400028", "2", "0.100000", "0.500028")
     runs = {r["run_status"]: int(r["runs"]) for r in rows if r["record"] == "runs"}
     assert runs == WS1_JAN5_RUNS
+    overruns = [(r["sandbox_id"], r["lifetime_end"], r["running_seconds"], r["running_amount"], r["amount"])
+                for r in rows if r["record"] == "overrun"]
+    assert overruns == [(o["sandbox_id"], o["lifetime_end"], o["overrun_seconds"], o["overrun_amount"],
+                         o["billed_amount"]) for o in WS1_JAN5_OVERRUNS]
     assert {r["workspace_id"] for r in rows} == {"ws_1"} and {r["day"] for r in rows} == {"2026-01-05"}
 
 

@@ -52,7 +52,7 @@ async def test_once_runs_every_job_and_exits(client, make_token, db, settings):
         done = await asyncio.to_thread(run_once, env)
         assert done.returncode == 0, done.stderr
         lines = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
-        assert set(lines) == {"billing", "reports", "settlements", "webhooks"}
+        assert set(lines) == {"billing", "reports", "settlements", "spend", "webhooks"}
         assert lines["reports"].startswith("ok due=3 created=3")
         # Webhooks run last: this pass's report.created events already went out.
         assert lines["webhooks"].startswith("ok") and "delivered=3" in lines["webhooks"]
@@ -60,7 +60,7 @@ async def test_once_runs_every_job_and_exits(client, make_token, db, settings):
     assert "s3cret-value" not in done.stdout + done.stderr
     files = sorted(p.relative_to(settings.reports_dir).as_posix() for p in Path(settings.reports_dir).rglob("*.json"))
     assert files == sorted(f"{ws}/{day}.json" for ws, day in EXPECTED_REPORTS)
-    assert sorted(job for job, _ in await job_runs(db)) == ["billing", "reports", "settlements", "webhooks"]
+    assert sorted(job for job, _ in await job_runs(db)) == ["billing", "reports", "settlements", "spend", "webhooks"]
 
     again = await asyncio.to_thread(run_once, env, "--job", "reports")
     assert again.returncode == 0, again.stderr
@@ -86,11 +86,11 @@ async def test_runs_until_sigterm(db, settings, tmp_path):
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(await job_runs(db)) < 5:
+        while time.monotonic() < deadline and len(await job_runs(db)) < 6:  # five jobs, then a second webhooks tick
             assert proc.poll() is None, (tmp_path / "scheduler.log").read_text()
             await asyncio.sleep(0.2)
         runs = await job_runs(db)
-        assert {job for job, _ in runs} == {"billing", "reports", "settlements", "webhooks"}
+        assert {job for job, _ in runs} == {"billing", "reports", "settlements", "spend", "webhooks"}
         # The webhook job ticks every second: it ran more than once.
         assert sum(1 for job, _ in runs if job == "webhooks") >= 2
         proc.send_signal(signal.SIGTERM)

@@ -133,7 +133,7 @@ async def test_nothing_is_due_before_the_day_ends_plus_grace(client, make_token,
 
 async def test_every_job_runs_once_and_is_recorded(db, settings):
     results = await Scheduler(db, settings).run_once()
-    assert set(results) == {"billing", "reports", "settlements", "webhooks"}
+    assert set(results) == {"billing", "reports", "settlements", "spend", "webhooks"}
     assert all(r is not None and r.outcome in ("ok", "skipped") for r in results.values()), results
     for job in results:
         assert len(await runs_of(db, job)) == 1
