@@ -78,7 +78,8 @@ EXTRA_STATUSES: dict[str, tuple[int, ...]] = {
 }
 # Answers Litestar's one status_code per handler does not show.
 ALSO_SUCCESS = {"reportSettlement": ("200", "202")}
-MORE_MEDIA = {"getReportContent": ("text/csv",), "metrics": ("text/plain",)}
+MORE_MEDIA = {"getReportContent": ("text/csv",), "metrics": ("text/plain",),
+              "exportDataset": ("text/csv", "application/x-ndjson", "application/vnd.apache.parquet")}
 ONLY_MEDIA = {"metrics"}  # Litestar says application/json for any handler
 LINKS: dict[tuple[str, str], dict[str, Any]] = {
     ("createToken", "201"): {"RevokeToken": {"operationId": "revokeToken",

@@ -21,7 +21,7 @@ from metering.core.timeutil import format_time
 from metering.exports.columns import DECIMAL, INT, MICROS, TEXT, TIME, Column
 
 MEDIA_TYPES = {
-    "csv": "text/csv; charset=utf-8",
+    "csv": "text/csv",  # Litestar adds "; charset=utf-8" to a text/* type
     "ndjson": "application/x-ndjson",
     "parquet": "application/vnd.apache.parquet",
 }

@@ -221,7 +221,7 @@ async def check_signature(net: Network, payment: Payment) -> Verdict | None:
             if reads.failure is not None:
                 raise reads.failure
     except Exception as exc:  # an RPC failure of any kind decides nothing
-        return Verdict(Status.PENDING, error=describe_error(exc, net.rpc_url))
+        return Verdict(Status.PENDING, error=describe_error(exc, net))
     if verdict.valid:
         return None
     if has_deployment_info(verdict.sig_data):

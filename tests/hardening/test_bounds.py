@@ -121,7 +121,13 @@ async def test_accepted_extremes_bill_report_and_export(extreme, admin, id_lengt
         run = await client.post("/v1/billing-runs", json={"period_start": start, "period_end": end}, headers=admin)
         assert run.status_code == 201, run.text
     invoices = await client.get("/v1/invoices", params={"workspace_id": ws}, headers=admin)
-    assert invoices.status_code == 200 and len(invoices.json()["items"]) == 2
+    assert invoices.status_code == 200
+    items = invoices.json()["items"]
+    periods = {i["period_start"] for i in items}
+    # Once an earlier example's run has closed the first month, this workspace's usage there is
+    # late usage: an adjustment on the current draft (CONTRACT 6), not an invoice of its own.
+    assert this_month in periods and len(items) == len(periods)
+    assert FIRST in periods or any(ln["kind"] == "adjustment" for i in items for ln in i["lines"])
 
     # Reports for the first and the last day, then every export in every format.
     db = create_database(settings.database_url)

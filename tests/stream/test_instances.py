@@ -96,6 +96,8 @@ async def test_two_instances_bill_a_month_as_one_does(db_url, db, tmp_path, refe
         pytest.skip("several instances share one PostgreSQL database")
     events, first = month_of_events()
     expected = await one_instance(reference_url, events, first)
+    today = first + DAYS * DAY_US  # its drafts (sandboxes still running, late usage) are not final yet
+    expected = [r for r in expected if r[1] < today]
     assert len(expected) > 100 and {r[2] for r in expected} == {"finalized"}
 
     cfg = unique_config(batch_size=100)
@@ -130,7 +132,6 @@ async def test_two_instances_bill_a_month_as_one_does(db_url, db, tmp_path, refe
         time.sleep(3)  # a few more ticks of both schedulers change nothing
         async with db.read() as session:
             got = [tuple(r) for r in (await session.execute(INVOICES_SQL)).all()]
-        today = first + DAYS * DAY_US  # its drafts (sandboxes still running) are not final yet
         assert all(r[2] == "draft" for r in got if r[1] >= today)
         got = [r for r in got if r[1] < today]
     finally:

@@ -41,6 +41,7 @@ def browser():
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     driver.set_page_load_timeout(30)
+    driver.implicitly_wait(15)  # a submitted form's next page may still be loading (a busy CI machine)
     yield driver
     driver.quit()
 
@@ -65,6 +66,7 @@ def seed(base: str) -> str:
 
 def test_page_shows_cost_budget_chart_and_overruns(server, browser):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
 
     token = seed(server.url)
     browser.get(f"{server.url}/workspaces/ws_1")
@@ -74,7 +76,7 @@ def test_page_shows_cost_budget_chart_and_overruns(server, browser):
     assert "lacks the usage:read scope" in browser.find_element(By.ID, "error").text
     browser.find_element(By.ID, "token").send_keys(token)
     browser.find_element(By.ID, "sign-in").click()
-    assert browser.current_url == f"{server.url}/workspaces/ws_1"
+    WebDriverWait(browser, 15).until(lambda d: d.current_url == f"{server.url}/workspaces/ws_1")
     assert token not in browser.current_url and token not in browser.page_source
     (cookie,) = browser.get_cookies()
     assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict" and token not in cookie["value"]
