@@ -20,6 +20,8 @@ from metering.invoices.models import Invoice, InvoiceLine
 INVOICES = Invoice.__table__
 LINES = InvoiceLine.__table__
 CARRY_KINDS = ("carry_forward", "carried_credit")
+# Every line that closes an invoice (lines.settlement_lines): credit, not usage.
+CLOSING_KINDS = (*CARRY_KINDS, "credit")
 
 
 async def carried_credits(session: AsyncSession, workspace_ids: Sequence[str]) -> dict[str, int]:

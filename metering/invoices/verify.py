@@ -29,6 +29,7 @@ from metering.core.timeutil import format_time
 from metering.db import Database
 from metering.errors import Invalid, NotFound, field_error
 from metering.events.models import Event
+from metering.invoices import credit
 from metering.invoices.lines import Line, adjustment_lines
 from metering.invoices.models import Invoice, InvoiceLine
 from metering.invoices.service import _as_line, priced_lines
@@ -122,8 +123,7 @@ def _show(kind: str, quantity: int, amount: int) -> str:
     return f"{format_money(amount)} ({unit})"
 
 
-# The lines that close an invoice (invoices.lines.settlement_lines): credit, not usage.
-CLOSING = ("credit", "carried_credit", "carry_forward")
+CLOSING = credit.CLOSING_KINDS
 
 
 def compare(inv: Invoice, stored: list[Line], expected: list[Line]) -> list[Difference]:

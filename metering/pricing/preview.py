@@ -44,7 +44,7 @@ async def _invoices(session: AsyncSession, settings: Settings, workspace_ids: li
     own = select(Invoice.workspace_id, InvoiceLine.kind, InvoiceLine.amount).join(
         InvoiceLine, InvoiceLine.invoice_id == Invoice.id).where(
         Invoice.workspace_id.in_(workspace_ids), Invoice.period_start == start, Invoice.status.in_(BILLED),
-        InvoiceLine.kind.in_((*credit.CARRY_KINDS, "credit")))
+        InvoiceLine.kind.in_(credit.CLOSING_KINDS))
     for ws, kind, amount in await session.execute(own):
         balances = prepaid if kind == "credit" else carried
         balances[ws] = balances.get(ws, 0) - amount
