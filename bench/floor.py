@@ -51,7 +51,9 @@ def _rows(body: bytes, decoder: msgspec.json.Decoder, encoder: msgspec.json.Enco
     return out
 
 
-def measure(bodies: list[bytes], *, indexed: bool = False, workdir: Path | None = None) -> dict:
+def measure(bodies: list[bytes], *, indexed: bool = False, workdir: Path | None = None,
+            tx_rows: int = TX_ROWS) -> dict:
+    """``tx_rows``: events per transaction (bench.matrix: the batch size of the cell)."""
     tmp = Path(tempfile.mkdtemp(prefix="metering-floor-", dir=workdir))
     try:
         conn = sqlite3.connect(tmp / "floor.db", isolation_level=None)
@@ -65,9 +67,9 @@ def measure(bodies: list[bytes], *, indexed: bool = False, workdir: Path | None 
         began = time.perf_counter()
         for body in bodies:
             rows = _rows(body, decoder, encoder)
-            for lo in range(0, len(rows), TX_ROWS):
+            for lo in range(0, len(rows), tx_rows):
                 conn.execute("BEGIN")
-                conn.executemany(INSERT, rows[lo : lo + TX_ROWS])
+                conn.executemany(INSERT, rows[lo : lo + tx_rows])
                 conn.execute("COMMIT")
             events += len(rows)
         elapsed = time.perf_counter() - began
@@ -75,3 +77,38 @@ def measure(bodies: list[bytes], *, indexed: bool = False, workdir: Path | None 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"events": events, "seconds": round(elapsed, 3), "events_per_second": round(events / elapsed)}
+
+
+def measure_pg(bodies: list[bytes], *, tx_rows: int) -> dict:
+    """PostgreSQL's floor: the same decoding, and asyncpg ``executemany`` into the same table
+    (its primary key and unique ``(source, event_id)`` only), one transaction per ``tx_rows``
+    events, on a throw-away database of the cluster the service uses."""
+    import asyncio
+
+    import asyncpg
+
+    from tests.pgdb import throwaway_database
+
+    async def run(url: str) -> dict:
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            await conn.execute(TABLE.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY"))
+            insert = INSERT
+            for n in range(13, 0, -1):  # ? -> $n
+                insert = insert.replace("?", f"${14 - n}", 1)
+            decoder, encoder = msgspec.json.Decoder(list[CloudEvent]), msgspec.json.Encoder()
+            events = 0
+            began = time.perf_counter()
+            for body in bodies:
+                rows = _rows(body, decoder, encoder)
+                for lo in range(0, len(rows), tx_rows):
+                    async with conn.transaction():
+                        await conn.executemany(insert, rows[lo : lo + tx_rows])
+                events += len(rows)
+            elapsed = time.perf_counter() - began
+        finally:
+            await conn.close()
+        return {"events": events, "seconds": round(elapsed, 3), "events_per_second": round(events / elapsed)}
+
+    with throwaway_database("metering_floor") as url:
+        return asyncio.run(run(url))

@@ -35,3 +35,19 @@ def test_tiny_benchmarks_run(tmp_path):
     assert "2026-01-01T00:00:00Z" in r["billing_run"]["output"]
     assert f"{p['billing_workspaces']} invoices" in r["billing_run"]["output"]
     assert "summary" not in r and bench_run.summary(results).count("\n") == len(r)
+
+
+def test_tiny_matrix_runs(tmp_path):
+    """bench.matrix at tiny sizes: every cell stores every event it sends, beside its floor."""
+    from bench import matrix
+
+    results = matrix.run("tiny", ENGINES, tmp_path)
+    cells = results["cells"]
+    assert {(c["engine"], c["batch"]) for c in cells} == {(e, b) for e in ENGINES for b in matrix.CELLS["tiny"]}
+    for c in cells:
+        assert c["error_count"] == 0 and c["accepted"] == c["events"] > 0, c
+        assert c["floor_events_per_second"] > 0 and c["ratio_to_floor"] > 0
+    for engine in ENGINES:
+        h = results["history"][engine]
+        assert h["new"] > 0 and h["with_history"] > 0 and h["ratio"] > 0
+    assert matrix.summary(results).count("\n") == len(cells) + len(ENGINES)
