@@ -11,7 +11,7 @@ from metering.scheduler.models import JobLease, JobRun
 from metering.settlements.models import Settlement
 from metering.spend.models import Budget, BudgetNotification, OverrunNotification
 from metering.tokens.models import ApiToken
-from metering.usage.models import ChangedDay, SandboxState, UsageExtension, UsageInterval
+from metering.usage.models import ChangedDay, SandboxHistoryChunk, SandboxState, UsageExtension, UsageInterval
 from metering.web.models import WebSession
 from metering.webhooks.models import Delivery, OutboxEvent
 
@@ -20,5 +20,5 @@ metadata = SQLModel.metadata
 __all__ = [
     "ApiToken", "AuditEntry", "BillingRun", "Budget", "BudgetNotification", "ChangedDay", "Counter", "Delivery", "Event",
     "Invoice", "InvoiceLine", "JobLease", "JobRun", "OutboxEvent", "OverrunNotification", "PriceVersionRow", "Report",
-    "SandboxState", "Settlement", "UsageExtension", "UsageInterval", "WebSession", "metadata",
+    "SandboxHistoryChunk", "SandboxState", "Settlement", "UsageExtension", "UsageInterval", "WebSession", "metadata",
 ]

@@ -3,7 +3,7 @@
 Billing a sandbox is a left-to-right fold over its lifecycle events in order key
 ``(time, lifecycle rank, source, id)`` (CONTRACT 4.1-4.3, core.lifecycle).  ``sandbox_states``
 keeps where each sandbox's fold stands after all of its stored events, and those events'
-fold fields (``history``), so a batch is applied in the same transaction that stores it:
+fold fields (its history), so a batch is applied in the same transaction that stores it:
 
 - incrementally, when every new event of a sandbox sorts after the last one it has applied:
   the fold goes on from the stored state, only what the new events add is written, and
@@ -11,6 +11,14 @@ fold fields (``history``), so a batch is applied in the same transaction that st
 - from scratch otherwise (an event arrived late, or repeats a stored one): the rows the
   stored history derived are deleted by their own keys, and the rows of the merged history
   inserted.
+
+The history is sealed in chunks (``sandbox_history_chunks``) and a tail of at most
+``HISTORY_CHUNK`` events in the state row (more only when one batch brings more): appending
+rewrites the state row, so with the whole history there an event in order cost time in
+proportion to its sandbox's age (a 190-event sandbox's row is ~18 KB, rewritten per batch).
+When an append would pass the bound, the statement that writes the state moves the stored
+tail into the next chunk, server-side, and the new events become the tail.  A late event
+reads the chunks and the tail, and writes back from the first chunk it changes.
 
 The history is why no index keys events or usage rows by sandbox: such an index takes one
 random-order b-tree insert per event (and a dirty page per event at commit once the table
@@ -40,12 +48,16 @@ from metering.db.base import now_us
 from metering.db.upsert import BulkSQL
 from metering.events.service import Derivation
 from metering.events.schemas import EVENT_COLUMNS
-from metering.usage.models import ChangedDay, SandboxState, UsageExtension, UsageInterval
+from metering.usage.models import ChangedDay, SandboxHistoryChunk, SandboxState, UsageExtension, UsageInterval
 
 INTERVALS = UsageInterval.__table__
 EXTENSIONS = UsageExtension.__table__
 CHANGED_DAYS = ChangedDay.__table__
 STATES = SandboxState.__table__
+CHUNKS = SandboxHistoryChunk.__table__
+# Events a state row's history tail holds before it is sealed as a chunk: a row of ~1 KB stays
+# on its b-tree page (SQLite keeps at most ~1,000 bytes of a WITHOUT ROWID row there).
+HISTORY_CHUNK = 8
 
 RUNNING, EXTENDED, STOPPED, TERMINATED = (EVENT_RANK[f"sandbox.{t}"] for t in ("running", "extended", "stopped", "terminated"))
 
@@ -59,12 +71,15 @@ EXTENSION_KEY = ("workspace_id", "time", "sandbox_id")
 FOLD_COLUMNS = ("workspace_id", "sandbox_id", "last_time", "last_rank", "last_source", "last_event_id",
                 "open_start", "open_template", "open_deployment", "terminated")
 # After the history, so migration 0006 (which zips FOLD_COLUMNS with these rows) keeps working.
-STATE_COLUMNS = (*FOLD_COLUMNS, "history", "open_lifetime_end")
+STATE_COLUMNS = (*FOLD_COLUMNS, "history", "open_lifetime_end", "history_events", "history_chunks")
 _SET_FOLD = "ON CONFLICT (workspace_id, sandbox_id) DO UPDATE SET " + ", ".join(
-    f'"{c}" = excluded."{c}"' for c in (*FOLD_COLUMNS[2:], "open_lifetime_end")
+    f'"{c}" = excluded."{c}"' for c in (*FOLD_COLUMNS[2:], "open_lifetime_end", "history_events", "history_chunks")
 )
 STATE_APPEND = f"{_SET_FOLD}, history = sandbox_states.history || excluded.history"
 STATE_REPLACE = f"{_SET_FOLD}, history = excluded.history"
+# The stored tail of each keyed sandbox becomes its next chunk (before its state row is replaced).
+SEAL_TAIL = ("INSERT INTO sandbox_history_chunks (workspace_id, sandbox_id, seq, events) "
+             "SELECT workspace_id, sandbox_id, history_chunks, history FROM sandbox_states")
 # A day changed again: a new version, so a billing run that read the old one keeps the row.
 CHANGED_DAY_UPSERT = "ON CONFLICT (workspace_id, day) DO UPDATE SET version = usage_changed_days.version + 1"
 # A day counts as ended this long before it does: an ingest transaction whose clock said
@@ -137,6 +152,14 @@ class Fold:
             self.open_start, self.open_template, self.open_deployment, self.open_lifetime_end)
 
 
+@dataclass(slots=True)
+class Shelf:
+    """Where a sandbox's stored history is: ``chunks`` sealed chunks, then ``tail`` events in its state row."""
+
+    tail: int = 0
+    chunks: int = 0
+
+
 class Changes:
     """The rows one batch adds to or removes from the usage tables."""
 
@@ -145,13 +168,15 @@ class Changes:
         self.extensions: list[tuple] = []
         self.drop_open: list[tuple[str, int, str]] = []  # (workspace, start, sandbox): replaced or closed
         self.states: list[tuple] = []  # in STATE_COLUMNS order; history: the events to append
-        self.rewritten: list[tuple] = []  # the same, history: the whole of it
+        self.rewritten: list[tuple] = []  # the same, history: the whole tail
 
-    def apply(self, key: SandboxKey, fold: Fold, events: list[LifecycleEvent], *, rewrite: bool = False) -> None:
+    def apply(self, key: SandboxKey, fold: Fold, events: list[LifecycleEvent], *, shelf: Shelf | None = None,
+              rewrite: bool = False, tail: list[LifecycleEvent] | None = None) -> None:
         """Continue ``fold`` over ``events`` (sorted, all after ``fold.last``).
 
-        ``rewrite``: ``events`` are all of the sandbox's events (its history is replaced);
-        otherwise they are appended to it.
+        The state row: ``events`` appended to the history's tail, ``shelf`` saying where it
+        stands (none: a sandbox with no history); with ``rewrite`` the tail is replaced by
+        ``tail`` (default ``events``), and ``shelf`` says where it will stand.
         """
         ws, sb = key
         before = fold.open
@@ -183,9 +208,12 @@ class Changes:
             self.intervals.append((ws, fold.open_deployment, sb, fold.open_template, fold.open_start, None,
                                    fold.open_lifetime_end))
         assert fold.last is not None
+        shelf = shelf or Shelf()
+        stored = events if tail is None else tail
         (self.rewritten if rewrite else self.states).append((
             ws, sb, *fold.last, fold.open_start, fold.open_template, fold.open_deployment, fold.terminated,
-            history_text(events), fold.open_lifetime_end))
+            history_text(stored), fold.open_lifetime_end, len(stored) if rewrite else shelf.tail + len(events),
+            shelf.chunks))
 
 
 def lifecycle_events(rows: list[tuple]) -> dict[SandboxKey, list[LifecycleEvent]]:
@@ -215,21 +243,38 @@ def stored_lifecycles(conn: Connection, chunk: int = 1000) -> Iterator[tuple[San
         yield key, sorted((t, EVENT_RANK[ty], s, e, d, tpl, m) for _, _, t, ty, s, e, d, tpl, m in group)
 
 
-def _load_states(sql: BulkSQL, keys: list[SandboxKey]) -> dict[SandboxKey, Fold]:
-    head = "SELECT " + ", ".join(f'"{c}"' for c in (*FOLD_COLUMNS, "open_lifetime_end")) + " FROM sandbox_states"
+def _load_states(sql: BulkSQL, keys: list[SandboxKey]) -> dict[SandboxKey, tuple[Fold, Shelf]]:
+    columns = (*FOLD_COLUMNS, "open_lifetime_end", "history_events", "history_chunks")
+    head = "SELECT " + ", ".join(f'"{c}"' for c in columns) + " FROM sandbox_states"
     states = {}
     for stmt, params in sql.keyed_chunks(STATES, head, ("workspace_id", "sandbox_id"), keys):
-        for ws, sb, t, rank, src, eid, o_start, o_tpl, o_dep, term, o_life in sql.rows(stmt, params):
-            states[(ws, sb)] = Fold((t, rank, src, eid), o_start, o_tpl, o_dep, bool(term), o_life)
+        for ws, sb, t, rank, src, eid, o_start, o_tpl, o_dep, term, o_life, tail, chunks in sql.rows(stmt, params):
+            states[(ws, sb)] = (Fold((t, rank, src, eid), o_start, o_tpl, o_dep, bool(term), o_life), Shelf(tail, chunks))
     return states
 
 
-def _load_histories(sql: BulkSQL, keys: list[SandboxKey]) -> dict[SandboxKey, str]:
+def _load_histories(sql: BulkSQL, keys: list[SandboxKey]) -> dict[SandboxKey, list[list[LifecycleEvent]]]:
+    """Each sandbox's history: its chunks in order, then its tail (the last list)."""
+    histories: dict[SandboxKey, list[list[LifecycleEvent]]] = defaultdict(list)
+    head = "SELECT workspace_id, sandbox_id, seq, events FROM sandbox_history_chunks"
+    chunks = [row for stmt, params in sql.keyed_chunks(CHUNKS, head, ("workspace_id", "sandbox_id"), keys)
+              for row in sql.rows(stmt, params)]
+    for ws, sb, _, text in sorted(chunks):
+        histories[(ws, sb)].append(parse_history(text))
     head = "SELECT workspace_id, sandbox_id, history FROM sandbox_states"
-    histories = {}
     for stmt, params in sql.keyed_chunks(STATES, head, ("workspace_id", "sandbox_id"), keys):
-        histories.update(((ws, sb), text) for ws, sb, text in sql.rows(stmt, params))
+        for ws, sb, text in sql.rows(stmt, params):
+            histories[(ws, sb)].append(parse_history(text))
     return histories
+
+
+def kept_chunks(chunks: list[list[LifecycleEvent]], first_new: tuple) -> int:
+    """How many leading chunks hold only events before ``first_new`` (a late event's order
+    key): the merged history starts with them unchanged."""
+    kept = 0
+    while kept < len(chunks) and (not chunks[kept] or chunks[kept][-1][:4] < first_new):
+        kept += 1
+    return kept
 
 
 def apply(sql: BulkSQL, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
@@ -242,11 +287,16 @@ def apply(sql: BulkSQL, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
     changes = Changes()
     changed: list[tuple[str, int, int]] = []  # (workspace, from, until): usage changed in [from, until)
     redo: list[SandboxKey] = []
+    sealing: list[SandboxKey] = []  # stored tails that become chunks
     for key in keys:
-        fold = states.get(key)
+        fold, shelf = states.get(key, (None, None))
         if fold is None or new[key][0][:4] > fold.last:
             marks = (len(changes.intervals), len(changes.extensions), len(changes.drop_open))
-            changes.apply(key, fold or Fold(), new[key])
+            if shelf is not None and shelf.tail and shelf.tail + len(new[key]) > HISTORY_CHUNK:
+                sealing.append(key)
+                changes.apply(key, fold, new[key], shelf=Shelf(0, shelf.chunks + 1), rewrite=True)
+            else:
+                changes.apply(key, fold or Fold(), new[key], shelf=shelf)
             # What the events add; an open interval closed changes every day after its end.
             until = FOREVER if len(changes.drop_open) > marks[2] else changed_until(
                 [], [], changes.intervals[marks[0]:], changes.extensions[marks[1]:])
@@ -257,26 +307,40 @@ def apply(sql: BulkSQL, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
     deletes = []
     if redo:  # out of order or repeated: derive these sandboxes again from all their events
         stored = _load_histories(sql, redo)
-        old = Changes()  # what the stored events derived: the rows to delete
+        gone: dict[str, list[tuple]] = {"intervals": [], "extensions": [], "chunks": []}  # keys to delete
         for key in redo:
-            events = parse_history(stored[key])
-            marks = (len(old.intervals), len(old.extensions), len(changes.intervals), len(changes.extensions))
+            *chunks, tail = stored[key]
+            events = [e for part in (*chunks, tail) for e in part]
+            old, fresh = Changes(), Changes()  # what the stored events derived; what all of them do
             old.apply(key, Fold(), events)
-            changes.apply(key, Fold(), merge(events, new[key]), rewrite=True)
-            until = changed_until(old.intervals[marks[0]:], old.extensions[marks[1]:],
-                                  changes.intervals[marks[2]:], changes.extensions[marks[3]:])
+            merged = merge(events, new[key])
+            kept = kept_chunks(chunks, new[key][0][:4])  # the rest of the history becomes the tail
+            fresh.apply(key, Fold(), merged, shelf=Shelf(0, kept), rewrite=True,
+                        tail=merged[sum(map(len, chunks[:kept])):])
+            changes.rewritten += fresh.rewritten
+            gone["chunks"] += [(*key, seq) for seq in range(kept, len(chunks))]
+            # Only the rows that differ are written: a late event in a long history changes a few.
+            for kind, key_of in (("intervals", _interval_key), ("extensions", _extension_key)):
+                deleted, inserted = differing(getattr(old, kind), getattr(fresh, kind), key_of)
+                gone[kind] += deleted
+                getattr(changes, kind).extend(inserted)
+            until = changed_until(old.intervals, old.extensions, fresh.intervals, fresh.extensions)
             if until is not None:  # a fold goes left to right: nothing before the first new event moves
                 changed.append((key[0], new[key][0][0], until))
-        deletes += sql.for_each_key(INTERVALS, "DELETE FROM usage_intervals", INTERVAL_KEY,
-                                    sorted({(iv[0], iv[4], iv[2]) for iv in old.intervals}))
+        deletes += sql.for_each_key(INTERVALS, "DELETE FROM usage_intervals", INTERVAL_KEY, sorted(gone["intervals"]))
         deletes += sql.for_each_key(EXTENSIONS, "DELETE FROM usage_extensions", EXTENSION_KEY,
-                                    sorted({(ext[0], ext[4], ext[2]) for ext in old.extensions}))
+                                    sorted(gone["extensions"]))
+        deletes += sql.for_each_key(CHUNKS, "DELETE FROM sandbox_history_chunks",
+                                    ("workspace_id", "sandbox_id", "seq"), gone["chunks"])
     deletes += sql.for_each_key(INTERVALS, "DELETE FROM usage_intervals", INTERVAL_KEY, changes.drop_open,
                                 'AND "end" IS NULL')
     # The deletes only remove rows stored before this batch, and no two statements write one
-    # row (a sandbox's state is appended to or rewritten, not both): they may go together.
+    # row (a sandbox's state is appended to or rewritten, not both; its chunks are sealed or
+    # dropped, not both): they may go together.  Sealing reads the tails before the state rows
+    # are written (PostgreSQL: one statement, one snapshot; SQLite: in this order).
     sql.execute_together([
         *deletes,
+        *sql.keyed_chunks(STATES, SEAL_TAIL, ("workspace_id", "sandbox_id"), sealing),
         *sql.insert_chunks(INTERVALS, INTERVAL_COLUMNS, changes.intervals),
         *sql.insert_chunks(EXTENSIONS, EXTENSION_COLUMNS, changes.extensions),
         *sql.insert_chunks(STATES, STATE_COLUMNS, changes.states, STATE_APPEND),
@@ -285,6 +349,27 @@ def apply(sql: BulkSQL, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
                            [(ws, day, 1) for ws, day in ended_days(changed, now_us() + CLOCK_MARGIN_US)],
                            CHANGED_DAY_UPSERT),
     ])
+
+
+def _interval_key(row: tuple) -> tuple:
+    return row[0], row[4], row[2]  # INTERVAL_KEY
+
+
+def _extension_key(row: tuple) -> tuple:
+    return row[0], row[4], row[2]  # EXTENSION_KEY
+
+
+def differing(old: list[tuple], new: list[tuple], key_of) -> tuple[list[tuple], list[tuple]]:  # type: ignore[no-untyped-def]
+    """The keys whose rows to delete and the rows to insert so that ``old`` rows become ``new``
+    ones.  Rows are deleted by key: a key whose rows differ at all is deleted and written whole."""
+    old_by: dict[tuple, list[tuple]] = defaultdict(list)
+    new_by: dict[tuple, list[tuple]] = defaultdict(list)
+    for row in old:
+        old_by[key_of(row)].append(row)
+    for row in new:
+        new_by[key_of(row)].append(row)
+    changed = [k for k in old_by.keys() | new_by.keys() if sorted(old_by.get(k, ())) != sorted(new_by.get(k, ()))]
+    return [k for k in changed if k in old_by], [row for k in changed for row in new_by.get(k, ())]
 
 
 def changed_until(old_intervals: list[tuple], old_extensions: list[tuple], intervals: list[tuple],

@@ -79,8 +79,11 @@ class SandboxState(SQLModel, table=True):
     columns describe the running interval still open (its row in ``usage_intervals`` has no
     end); ``terminated`` means later events bill nothing.  Ingest continues the fold from here
     when every new event sorts after ``last_*`` (usage.derive), so a batch costs what it adds.
-    ``history`` holds every stored lifecycle event's fold fields (usage.derive.history_text):
-    a late event re-derives the sandbox from it, without an index of events by sandbox.
+    The sandbox's stored lifecycle events' fold fields (usage.derive.history_text) are its
+    sealed ``sandbox_history_chunks`` (``history_chunks`` of them) then ``history`` (the last
+    ``history_events``): a late event re-derives the sandbox from them, without an index of
+    events by sandbox.  The part kept here stays short (usage.derive.HISTORY_CHUNK), so an
+    event in order costs the same whatever the sandbox's age.
     """
 
     __tablename__ = "sandbox_states"
@@ -99,6 +102,20 @@ class SandboxState(SQLModel, table=True):
     terminated: bool = False
     history: str = Field(default="", sa_type=Text)
     open_lifetime_end: int | None = Field(default=None, sa_type=BigInteger)
+    history_events: int = 0
+    history_chunks: int = 0
+
+
+class SandboxHistoryChunk(SQLModel, table=True):
+    """A sealed stretch of a sandbox's history, in fold order (``seq`` from 0): see SandboxState."""
+
+    __tablename__ = "sandbox_history_chunks"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    workspace_id: str = Field(primary_key=True, max_length=128)
+    sandbox_id: str = Field(primary_key=True, max_length=128)
+    seq: int = Field(primary_key=True)
+    events: str = Field(sa_type=Text)
 
 
 

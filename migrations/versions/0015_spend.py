@@ -62,7 +62,7 @@ def upgrade() -> None:
 
 
 def _backfill(conn: sa.engine.Connection) -> None:
-    from metering.usage.derive import Changes, Fold, parse_history
+    from metering.usage.derive import STATE_COLUMNS, Changes, Fold, parse_history
 
     states = sa.table("sandbox_states", sa.column("workspace_id"), sa.column("sandbox_id"), sa.column("history"),
                       sa.column("open_lifetime_end"))
@@ -80,7 +80,8 @@ def _backfill(conn: sa.engine.Connection) -> None:
     for ws, sb, history in rows:
         changes.apply((ws, sb), Fold(), parse_history(history))
     ivs = [{"ws": iv[0], "sb": iv[2], "s": iv[4], "life": iv[6]} for iv in changes.intervals]
-    sts = [{"ws": st[0], "sb": st[1], "life": st[-1]} for st in changes.states if st[-1] is not None]
+    life = STATE_COLUMNS.index("open_lifetime_end")
+    sts = [{"ws": st[0], "sb": st[1], "life": st[life]} for st in changes.states if st[life] is not None]
     for i in range(0, len(ivs), CHUNK):
         conn.execute(set_interval, ivs[i:i + CHUNK])
     for i in range(0, len(sts), CHUNK):

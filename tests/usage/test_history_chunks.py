@@ -1,0 +1,131 @@
+"""A sandbox's history in sealed chunks and a short tail (usage.derive, issue 18).
+
+Whatever the chunk size, the arrival order and the split into batches, a sandbox's usage
+rows are what core.lifecycle.derive makes of all its events, and its stored history (its
+chunks in order, then the tail in its state row) is each event once, in fold order.  And
+an event in order rewrites a bounded tail, however long the sandbox has lived.
+"""
+
+import itertools
+import random
+from functools import partial
+
+import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from metering.core.lifecycle import SandboxEvent, derive
+from metering.core.timeutil import format_time
+from metering.events.service import parse_events, prepare, write_group
+from metering.usage import derive as usage_derive
+from metering.usage.derive import USAGE_DERIVATION, parse_history
+from tests.factories import event
+
+BASE_US = 1_770_000_000_000_000  # 2026-02-02T02:40:00Z: every interval stays inside February
+MINUTE = 60_000_000
+TYPES = ("sandbox.provisioning", "sandbox.running", "sandbox.extended", "sandbox.stopped", "sandbox.terminated")
+serial = itertools.count()
+
+
+def _events(sandbox: str, spec: list[tuple[str, int, str]]) -> list[dict]:
+    return [event(type_, format_time(BASE_US + minute * MINUTE), id=f"{sandbox}_{n}", sandbox_id=sandbox,
+                  template=template, minutes=15 if type_ == "sandbox.extended" else None)
+            for n, (type_, minute, template) in enumerate(spec)]
+
+
+async def _write(db, events: list[dict]) -> None:
+    rows = parse_events(msgspec.json.encode(events), batch=True, max_events=1_000,
+                        template_known=lambda t, u: True, latest_us=2**62, received_us=0)
+    async with db.write() as session:
+        conn = await session.connection()
+        await conn.run_sync(partial(write_group, batches=[prepare(rows, USAGE_DERIVATION)],
+                                    derivation=USAGE_DERIVATION))
+
+
+async def _stored(db, sandbox: str):
+    async with db.read() as session:
+        q = partial(session.execute, params={"sb": sandbox})
+        intervals = (await q(text('SELECT template, start, "end" FROM usage_intervals WHERE sandbox_id = :sb '
+                                  "ORDER BY start"))).all()
+        extensions = (await q(text("SELECT template, time, count FROM usage_extensions WHERE sandbox_id = :sb "
+                                   "ORDER BY time"))).all()
+        chunks = (await q(text("SELECT seq, events FROM sandbox_history_chunks WHERE sandbox_id = :sb "
+                               "ORDER BY seq"))).all()
+        state = (await q(text("SELECT history, history_events, history_chunks FROM sandbox_states "
+                              "WHERE sandbox_id = :sb"))).one()
+    return [tuple(r) for r in intervals], [tuple(r) for r in extensions], chunks, state
+
+
+def _as_sandbox_events(spec, sandbox):
+    return [SandboxEvent(BASE_US + minute * MINUTE, type_, "/platform/sandboxes", f"{sandbox}_{n}", "dep_1",
+                         template if type_ in TYPES[:3] else None, 15 if type_ == "sandbox.extended" else None)
+            for n, (type_, minute, template) in enumerate(spec)]
+
+
+lifecycle = st.lists(st.tuples(st.sampled_from(TYPES), st.integers(0, 600), st.sampled_from(["giga-mini", "giga-pro"])),
+                     min_size=1, max_size=30)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(spec=lifecycle, seed=st.integers(0, 2**32), batches=st.integers(1, 8), chunk=st.integers(1, 4),
+       repeats=st.integers(0, 3), in_order=st.booleans())
+async def test_any_arrival_gives_the_usage_and_history_of_all_events(db, monkeypatch, spec, seed, batches, chunk,
+                                                                      repeats, in_order):
+    monkeypatch.setattr(usage_derive, "HISTORY_CHUNK", chunk)
+    sandbox = f"sb_chunks_{next(serial)}"
+    events = _events(sandbox, spec)
+    rng = random.Random(seed)
+    sent = events + rng.sample(events, min(repeats, len(events)))
+    if in_order:
+        sent.sort(key=lambda e: (e["time"], TYPES.index(e["type"]), e["id"]))
+    else:
+        rng.shuffle(sent)
+    cuts = sorted(rng.sample(range(1, len(sent)), min(batches - 1, len(sent) - 1))) if len(sent) > 1 else []
+    for lo, hi in zip([0, *cuts], [*cuts, len(sent)]):
+        await _write(db, sent[lo:hi])
+
+    intervals, extensions = derive(_as_sandbox_events(spec, sandbox))
+    got_intervals, got_extensions, chunks, (tail, tail_events, n_chunks) = await _stored(db, sandbox)
+    assert got_intervals == [(iv.template, iv.start, iv.end) for iv in intervals]
+    assert got_extensions == [(x.template, x.time, x.count) for x in extensions]
+    history = [e for _, part in chunks for e in parse_history(part)] + parse_history(tail)
+    in_fold_order = sorted((BASE_US + m * MINUTE, TYPES.index(t), f"{sandbox}_{n}") for n, (t, m, _) in enumerate(spec))
+    assert [(e[0], e[1], e[3]) for e in history] == in_fold_order
+    assert [seq for seq, _ in chunks] == list(range(n_chunks))
+    assert tail_events == len(parse_history(tail))
+
+
+async def test_an_event_in_order_rewrites_a_bounded_tail(db):
+    """200 events in order, one batch each: the tail never passes HISTORY_CHUNK events, the
+    rest is sealed in chunks of that size."""
+    spec = [("sandbox.running", 0, "giga-mini")] + [("sandbox.extended", 15 * k, "giga-mini") for k in range(1, 200)]
+    events = _events("sb_long", spec)
+    tails = []
+    for e in events:
+        await _write(db, [e])
+        *_, (tail, tail_events, _) = await _stored(db, "sb_long")
+        tails.append(tail_events)
+    assert max(tails) == usage_derive.HISTORY_CHUNK
+    _, extensions, chunks, (tail, tail_events, n_chunks) = await _stored(db, "sb_long")
+    assert len(extensions) == 199
+    assert {len(parse_history(part)) for _, part in chunks} == {usage_derive.HISTORY_CHUNK}
+    assert n_chunks * usage_derive.HISTORY_CHUNK + tail_events == 200
+
+
+async def test_a_late_event_keeps_the_chunks_before_it(db):
+    """A late event rewrites the history from the chunk it lands in: earlier chunks stay."""
+    spec = [("sandbox.running", 0, "giga-mini")] + [("sandbox.extended", 15 * k, "giga-mini") for k in range(2, 60, 2)]
+    for e in _events("sb_late", spec):
+        await _write(db, [e])
+    _, _, before, _ = await _stored(db, "sb_late")
+    late = event("sandbox.extended", format_time(BASE_US + 15 * 41 * MINUTE), id="sb_late_x", sandbox_id="sb_late",
+                 minutes=15)
+    await _write(db, [late])
+    _, extensions, after, (tail, _, n_chunks) = await _stored(db, "sb_late")
+    assert len(extensions) == len(spec)  # the 29 in order and the late one
+    kept = [c for c in before if parse_history(c[1])[-1][0] < BASE_US + 15 * 41 * MINUTE]
+    assert 0 < len(kept) < len(before)
+    assert after[:len(kept)] == kept and n_chunks == len(kept)
+    rewritten = [e for _, part in before[len(kept):] for e in parse_history(part)]
+    assert parse_history(tail)[0] == rewritten[0] and "sb_late_x" in [e[3] for e in parse_history(tail)]
