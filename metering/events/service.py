@@ -62,9 +62,13 @@ PG_INGEST_BEGIN = (
     f"SELECT pg_advisory_xact_lock({PG_INGEST_LOCK}), "
     + ", ".join(f"set_config('{name}', 'off', true)" for name in ("enable_hashjoin", "enable_mergejoin", "enable_seqscan"))
 )
-# A group commit holds at most this many events: it is for many small requests (one big batch
-# goes alone; reading the stored keys of a big group up front would cost more than the fsync saved).
-MAX_GROUP_EVENTS = 2_000
+# A group commit holds at most this many events (a request this big goes alone).  A commit's
+# cost is mostly the pages it dirties, one per place its rows go in each index, so sharing one
+# commit pays more the more requests share it, whatever their size.
+MAX_GROUP_EVENTS = 10_000
+# A writer in another process is sent the next group before the current one is answered once
+# this many events wait: fewer wait for the transaction in progress, to share the next commit.
+SEND_AHEAD_EVENTS = 2_000
 # Groups sent to a writer process before the first is answered (see EventWriter).
 WRITER_DEPTH = 2
 
@@ -319,39 +323,36 @@ def _stored_hashes(sql: BulkSQL, keys: list[tuple[str, str]]) -> dict[tuple[str,
     return stored
 
 
+class _StoredBefore(Exception):
+    """Some event of a group was stored before: each request must learn its own repeats."""
+
+
 def _store_together(
     sql: BulkSQL, batches: list[Prepared], derivation: Derivation | None
 ) -> list[IngestResult | Exception] | None:
-    """Several requests' events in one set of statements, or None if two requests share a key.
+    """Several requests' events in one set of statements, or None when each request must go
+    on its own: two of them share a key, or one repeats an event stored before.
 
-    Ingest transactions are serialized (one writer, and the lock in ``write_group``), so
-    the keys already stored can be read first: each request learns its repeats and
-    conflicts up front, and only new events are inserted and derived, all at once.
+    Optimistic: all the events are inserted at once, in a savepoint, and derived at once.
+    If fewer rows went in than were sent, something repeats a stored event: the savepoint
+    is rolled back and the caller stores each request on its own, where its repeats and
+    conflicts are found.  Nothing is read back in the common case, whatever the group's size.
     """
-    outcomes: list[IngestResult | Exception | None] = [None] * len(batches)
-    requests: list[tuple[int, list[Row], list[int]]] = []
     owner: dict[tuple[str, str], int] = {}
-    for i, (_, unique, indexes, _) in enumerate(batches):
-        for row in unique:
+    for i, batch in enumerate(batches):
+        for row in batch.unique:
             if owner.setdefault(_key(row), i) != i:
                 return None  # the order between the requests matters: let each go on its own
-        requests.append((i, unique, indexes))
-    stored = _stored_hashes(sql, list(owner))
-    new_rows: list[Row] = []
-    for i, unique, indexes in requests:
-        clash = next((n for n, r in enumerate(unique) if stored.get(_key(r), r[BODY_HASH]) != r[BODY_HASH]), None)
-        if clash is not None:
-            outcomes[i] = _conflict(indexes[clash])
-            continue
-        fresh = [r for r in unique if _key(r) not in stored]
-        new_rows += fresh
-        outcomes[i] = IngestResult(accepted=len(fresh), duplicates=len(batches[i].rows) - len(fresh))
-    inserted = sql.execute_all(sql.insert_chunks(EVENTS, EVENT_COLUMNS, new_rows, ON_KEY_CONFLICT))
-    if inserted != len(new_rows):
-        raise RuntimeError("events appeared while the ingest lock was held")
-    if derivation is not None and new_rows:  # a few small requests: prepared here, for their new rows only
-        derivation.apply(sql, derivation.prepare(new_rows))
-    return outcomes  # type: ignore[return-value]
+    rows = [row for batch in batches for row in batch.unique]
+    try:
+        with sql.run.savepoint():
+            if sql.execute_all(sql.insert_chunks(EVENTS, EVENT_COLUMNS, rows, ON_KEY_CONFLICT)) != len(rows):
+                raise _StoredBefore
+            if derivation is not None:
+                derivation.apply(sql, derivation.prepare(rows))
+    except _StoredBefore:
+        return None
+    return [IngestResult(accepted=len(b.unique), duplicates=len(b.rows) - len(b.unique)) for b in batches]
 
 
 def _store_each(
@@ -435,7 +436,7 @@ class EventWriter:
 
     def _big_queue(self) -> bool:
         """Worth sending ahead: small requests wait instead, to share the next commit."""
-        return sum(len(batch.rows) for batch, _ in self._queue) >= MAX_GROUP_EVENTS
+        return sum(len(batch.rows) for batch, _ in self._queue) >= SEND_AHEAD_EVENTS
 
     def _next_group(self) -> list[tuple[Prepared, asyncio.Future[IngestResult]]]:
         size, take = 0, 0
