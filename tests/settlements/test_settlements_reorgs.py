@@ -179,6 +179,75 @@ async def test_dropped_then_rebroadcast_later_confirms_at_the_new_block(
     assert await credit(db, "ws_reorg_later") == 2_000_000
 
 
+async def dropped_payment(client, writer, recheck, w3, anvil, usdc, payer, pay_to, workspace_id, amount):
+    """A credit payment confirmed, then dropped by a reorg: (settlement id, its signed
+    transaction, its hash, the raw transaction)."""
+    payload, _ = sign_payment(payer, pay_to, amount)
+    tx = settle_on_chain(w3, usdc.address, payload, fresh_relayer(anvil))
+    raw = anvil.rpc("eth_getRawTransactionByHash", tx)
+    purpose = {"kind": "credit", "workspace_id": workspace_id}
+    sid = (await post(client, writer, transaction=tx, payment_payload=payload, purpose=purpose)).json()["id"]
+    anvil.mine(32)
+    await recheck()
+    assert (await get(client, writer, sid))["status"] == "confirmed"
+    reorg(anvil, usdc, 33)
+    await recheck()
+    assert (await get(client, writer, sid))["status"] == "reorged"
+    return sid, payload, tx, raw
+
+
+def failing_rebroadcast(anvil, w3, usdc, raw, tx):
+    """The same signed transaction mined again while USDC is paused: status 0."""
+    usdc.contract.functions.pause().transact({"from": usdc.minter})  # the minter is also the pauser
+    height = rebroadcast(anvil, raw, tx)
+    assert w3.eth.get_transaction_receipt(tx)["status"] == 0
+    return height
+
+
+async def test_mined_again_failing_in_a_block_not_yet_final_is_still_followed(
+    client, make_token, db, recheck, w3, anvil, usdc, payer, pay_to, facilitator, chain_snapshot
+):
+    """A failing receipt in a block that is not final is no verdict: that block may be
+    replaced too, and the same transaction succeed in its place.  The settlement stays
+    reorged (watched) until the chain decides."""
+    writer = await make_token("settlements:write", "settlements:read")
+    sid, payload, tx, raw = await dropped_payment(
+        client, writer, recheck, w3, anvil, usdc, payer, pay_to, "ws_reorg_fail_then_pay", 1_500_000)
+    before_failure = anvil.snapshot()
+    failing_rebroadcast(anvil, w3, usdc, raw, tx)
+    await recheck()  # mined again, failing, in a block not yet safe
+    got = await get(client, writer, sid)
+    assert (got["status"], got["reason"]) == ("reorged", "block_not_canonical"), chain_state(anvil, w3, payload, tx, got)
+
+    # Another reorg replaces the pause and the failed transaction's block; the same signed
+    # transaction is mined again, and pays.
+    anvil.revert(before_failure)
+    new_height = rebroadcast(anvil, raw, tx)
+    assert w3.eth.get_transaction_receipt(tx)["status"] == 1
+    anvil.mine(32)
+    await recheck()
+    got = await get(client, writer, sid)
+    assert (got["status"], got["reason"], got["block_number"]) == ("confirmed", None, new_height), got
+    assert await credit(db, "ws_reorg_fail_then_pay") == 1_500_000
+
+
+async def test_mined_again_failing_in_a_final_block_is_rejected(
+    client, make_token, db, recheck, w3, anvil, usdc, payer, pay_to, facilitator, chain_snapshot
+):
+    writer = await make_token("settlements:write", "settlements:read")
+    sid, payload, tx, raw = await dropped_payment(
+        client, writer, recheck, w3, anvil, usdc, payer, pay_to, "ws_reorg_fail", 1_250_000)
+    height = failing_rebroadcast(anvil, w3, usdc, raw, tx)
+    await recheck()
+    assert (await get(client, writer, sid))["status"] == "reorged"
+    anvil.mine(32)  # the failing block is safe now
+    await recheck()
+    got = await get(client, writer, sid)
+    assert (got["status"], got["reason"], got["block_number"]) == ("rejected", "transaction_failed", height), got
+    assert await recheck() == 0  # the chain decided: no longer watched
+    assert await credit(db, "ws_reorg_fail") == 0
+
+
 async def test_dropped_for_good_stays_reorged_and_is_no_longer_watched(
     client, make_token, db, recheck, w3, anvil, usdc, payer, pay_to, facilitator, chain_snapshot
 ):
