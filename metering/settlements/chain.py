@@ -67,6 +67,9 @@ class Verdict:
     block_number: int | None = None
     block_hash: str | None = None
     log_index: int | None = None  # of the Transfer log
+    # The block of the receipt the verdict rests on is canonical and final: for a rejection
+    # of a mined transaction, whether another reorg can still replace that evidence.
+    block_final: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,19 +148,20 @@ async def check_payment(net: Network, payment: Expected, transaction: str) -> Ve
                     return Verdict(Status.REJECTED, Reason.EXPIRED)
                 return Verdict(Status.PENDING)
             mined = {"block_number": receipt["blockNumber"], "block_hash": _hex(receipt["blockHash"])}
-            if receipt["status"] != 1:
-                return Verdict(Status.REJECTED, Reason.TRANSACTION_FAILED, **mined)
-            reason, log_index = match_logs(receipt["logs"], net.usdc, payment)
-            if reason is not None:
-                # The logs follow from the transaction's own calldata, so a mismatch
-                # cannot be cured by waiting: reject now.
-                return Verdict(Status.REJECTED, reason, **mined)
+            # A receipt whose block is not on the canonical chain is evidence of nothing.
             block = await w3.eth.get_block(mined["block_number"])
             if _hex(block["hash"]) != mined["block_hash"]:
                 return Verdict(Status.PENDING, error="the receipt's block is not canonical (yet)", **mined)
-            final = await final_block(w3, net)
-            status = Status.CONFIRMED if mined["block_number"] <= final else Status.PENDING
-            return Verdict(status, log_index=log_index, **mined)
+            final = mined["block_number"] <= await final_block(w3, net)
+            if receipt["status"] != 1:
+                return Verdict(Status.REJECTED, Reason.TRANSACTION_FAILED, block_final=final, **mined)
+            reason, log_index = match_logs(receipt["logs"], net.usdc, payment)
+            if reason is not None:
+                # Rejected now: a report's transaction does not pay as reported.  (A reorged
+                # settlement waits for block_final: its transaction may be mined yet again.)
+                return Verdict(Status.REJECTED, reason, block_final=final, **mined)
+            status = Status.CONFIRMED if final else Status.PENDING
+            return Verdict(status, log_index=log_index, block_final=final, **mined)
     except Exception as exc:  # an RPC failure of any kind decides nothing
         return Verdict(Status.PENDING, error=describe_error(exc, net))
 

@@ -427,11 +427,14 @@ async def _follow_reorged(
     settlement's own values.  Mined again (same height or later) and final: ``confirmed``
     at its new block, so its effect comes back.  Not (yet) there: still ``reorged``, and
     watched until it can no longer be mined (``validBefore`` passed).  Mined again but
-    failing or not paying: ``rejected`` with that reason."""
+    failing or not paying, in a block that is final: ``rejected`` with that reason; while
+    that block is not final it is no verdict (another reorg may replace it, and the same
+    transaction pay in its place), so the settlement stays ``reorged`` and watched."""
     found = await chain.check_payment(net, _expected_of(row), row.transaction)
     keep = {"block_number": row.block_number, "block_hash": row.block_hash, "log_index": row.log_index}
     gone = found.status == Status.REJECTED and found.reason == Reason.EXPIRED
-    if found.status == Status.PENDING or gone or found.reason in Reason.OPERATOR_SIDE:
+    undecided = found.status == Status.REJECTED and found.block_number is not None and not found.block_final
+    if found.status == Status.PENDING or gone or undecided or found.reason in Reason.OPERATOR_SIDE:
         error = found.error or ("the RPC serves another chain id" if found.reason == Reason.CHAIN_ID_MISMATCH else None)
         # The old block stays on show until the chain names a new final one.
         verdict = chain.Verdict(Status.REORGED, Reason.BLOCK_NOT_CANONICAL, error=error)

@@ -155,6 +155,14 @@ class Anvil:
             "--state", str(self.state_path),
             # keep per-block states across a restart (eth_call/getBalance at old blocks)
             "--preserve-historical-states",
+            # Per-block states stay in memory, never in anvil's on-disk state cache.  Once
+            # anvil has stored 500 states it shrinks the in-memory window, one a block, down
+            # to 10 and moves older states to that cache; an anvil_reorg deeper than the
+            # window then rebuilds the chain on a state read back from it WITHOUT contract
+            # code (anvil 1.7.1: after ~1000 blocks, eth_getCode(USDC) is 0x and a
+            # transferWithAuthorization "succeeds" with no logs).  In memory only, the
+            # window stays at 500 states.
+            "--max-persisted-states", "0",
         ]
         if self.slots_in_an_epoch is not None:
             cmd += ["--slots-in-an-epoch", str(self.slots_in_an_epoch)]

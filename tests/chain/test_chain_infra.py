@@ -163,6 +163,20 @@ def test_safe_and_finalized_lag(w3, anvil):
     assert w3.eth.get_block("safe")["number"] == safe + 1
 
 
+def test_a_reorg_after_a_long_history_keeps_contract_code(tmp_path):
+    """A full two-engine run mines ~1000 blocks.  anvil then keeps only a few recent states in
+    memory and, without --max-persisted-states 0, rebuilt a 33-block reorg on a state read back
+    from its disk cache with no contract code: USDC vanished and a rebroadcast payment was mined
+    with status 1 and no logs.  A fresh anvil (same command line) shows it in two seconds."""
+    node = anvil_mod.Anvil(chain_id=8453, state_dir=tmp_path)
+    with node:
+        code = "0x6001600055"
+        node.rpc("anvil_setCode", BASE_USDC, code)
+        node.mine(1000)
+        node.reorg(33)
+        assert node.rpc("eth_getCode", BASE_USDC, "latest") == code
+
+
 def test_stop_start_keeps_state(w3, anvil, usdc, payer, pay_to, facilitator):
     payload, _ = sign_payment(payer, pay_to, 123_456)
     tx = settle_on_chain(w3, usdc.address, payload, facilitator)
