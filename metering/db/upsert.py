@@ -118,6 +118,23 @@ class BulkSQL:
             out.append((sql, tuple(chain.from_iterable(chunk))))
         return out
 
+    # -- updates -----------------------------------------------------------------------
+
+    def update_chunks(
+        self, table: Table, set_columns: Sequence[str], key_columns: Sequence[str], rows: Sequence[Sequence[Any]],
+        tail: str = "",
+    ) -> list[tuple[str, Any]]:
+        """``(sql, parameters)`` pairs that set ``set_columns`` of the row whose ``key_columns``
+        match, for each of ``rows`` (tuples: the new values, then the key); ``tail`` is
+        appended to the condition (``AND ...``)."""
+        if not rows:
+            return []
+        if self.is_pg:
+            return [(_pg_update_sql(table, tuple(set_columns), tuple(key_columns), tail), (_json_rows(rows),))]
+        sets = ", ".join(f"{_quote(c)} = ?" for c in set_columns)
+        where = " AND ".join(f"{_quote(c)} = ?" for c in key_columns)
+        return [(f"UPDATE {_quote(table.name)} SET {sets} WHERE {where} {tail}", [tuple(r) for r in rows])]
+
     # -- lookups by a composite key ----------------------------------------------------
 
     def keyed_chunks(
@@ -178,6 +195,16 @@ def _sqlite_keyed_sql(head: str, cols: str, width: int, n: int, tail: str) -> st
 def _pg_insert_sql(table: Table, columns: tuple[str, ...], on_conflict: str) -> str:
     names = ", ".join(_quote(c) for c in columns)
     return f"INSERT INTO {_quote(table.name)} ({names}) {_pg_rows_select(table, columns)} {on_conflict}"
+
+
+@lru_cache(maxsize=16)
+def _pg_update_sql(table: Table, set_columns: tuple[str, ...], key_columns: tuple[str, ...], tail: str) -> str:
+    columns = (*set_columns, *key_columns)
+    fields = ", ".join(f"(r->>{i})::{_pg_type(table, c)} AS v{i}" for i, c in enumerate(columns))
+    sets = ", ".join(f"{_quote(c)} = v.v{i}" for i, c in enumerate(set_columns))
+    where = " AND ".join(f"t.{_quote(c)} = v.v{i}" for i, c in enumerate(columns) if i >= len(set_columns))
+    return (f"UPDATE {_quote(table.name)} AS t SET {sets} FROM (SELECT {fields} FROM jsonb_array_elements($1::jsonb) AS r)"
+            f" AS v WHERE {where} {tail}")
 
 
 _FIRST_PARAM = re.compile(r"\$1(?!\d)")

@@ -167,6 +167,9 @@ class Changes:
         self.intervals: list[tuple] = []
         self.extensions: list[tuple] = []
         self.drop_open: list[tuple[str, int, str]] = []  # (workspace, start, sandbox): replaced or closed
+        # (lifetime end, workspace, start, sandbox): an open interval extended, updated in place
+        # (a column no index holds: no index entry moves, a HOT update on PostgreSQL).
+        self.extend_open: list[tuple[int | None, str, int, str]] = []
         self.states: list[tuple] = []  # in STATE_COLUMNS order; history: the events to append
         self.rewritten: list[tuple] = []  # the same, history: the whole tail
 
@@ -202,6 +205,9 @@ class Changes:
                     fold.open_start = fold.open_template = fold.open_deployment = fold.open_lifetime_end = None
                 fold.terminated = rank == TERMINATED
         after = fold.open
+        if before is not None and after is not None and before[:3] == after[:3] and before != after:
+            self.extend_open.append((after[3], ws, after[0], sb))
+            before = after
         if before is not None and before != after:
             self.drop_open.append((ws, before[0], sb))
         if after is not None and before != after:
@@ -291,14 +297,15 @@ def apply(sql: BulkSQL, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
     for key in keys:
         fold, shelf = states.get(key, (None, None))
         if fold is None or new[key][0][:4] > fold.last:
-            marks = (len(changes.intervals), len(changes.extensions), len(changes.drop_open))
+            marks = (len(changes.intervals), len(changes.extensions), len(changes.drop_open), len(changes.extend_open))
             if shelf is not None and shelf.tail and shelf.tail + len(new[key]) > HISTORY_CHUNK:
                 sealing.append(key)
                 changes.apply(key, fold, new[key], shelf=Shelf(0, shelf.chunks + 1), rewrite=True)
             else:
                 changes.apply(key, fold or Fold(), new[key], shelf=shelf)
-            # What the events add; an open interval closed changes every day after its end.
-            until = FOREVER if len(changes.drop_open) > marks[2] else changed_until(
+            # What the events add; an open interval closed or extended changes every day after.
+            reopened = len(changes.drop_open) > marks[2] or len(changes.extend_open) > marks[3]
+            until = FOREVER if reopened else changed_until(
                 [], [], changes.intervals[marks[0]:], changes.extensions[marks[1]:])
             if until is not None:
                 changed.append((key[0], new[key][0][0], until))
@@ -341,6 +348,7 @@ def apply(sql: BulkSQL, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
     sql.execute_together([
         *deletes,
         *sql.keyed_chunks(STATES, SEAL_TAIL, ("workspace_id", "sandbox_id"), sealing),
+        *sql.update_chunks(INTERVALS, ("lifetime_end",), INTERVAL_KEY, changes.extend_open, 'AND "end" IS NULL'),
         *sql.insert_chunks(INTERVALS, INTERVAL_COLUMNS, changes.intervals),
         *sql.insert_chunks(EXTENSIONS, EXTENSION_COLUMNS, changes.extensions),
         *sql.insert_chunks(STATES, STATE_COLUMNS, changes.states, STATE_APPEND),

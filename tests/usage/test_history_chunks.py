@@ -46,8 +46,8 @@ async def _write(db, events: list[dict]) -> None:
 async def _stored(db, sandbox: str):
     async with db.read() as session:
         q = partial(session.execute, params={"sb": sandbox})
-        intervals = (await q(text('SELECT template, start, "end" FROM usage_intervals WHERE sandbox_id = :sb '
-                                  "ORDER BY start"))).all()
+        intervals = (await q(text('SELECT template, start, "end", lifetime_end FROM usage_intervals '
+                                  "WHERE sandbox_id = :sb ORDER BY start"))).all()
         extensions = (await q(text("SELECT template, time, count FROM usage_extensions WHERE sandbox_id = :sb "
                                    "ORDER BY time"))).all()
         chunks = (await q(text("SELECT seq, events FROM sandbox_history_chunks WHERE sandbox_id = :sb "
@@ -61,6 +61,26 @@ def _as_sandbox_events(spec, sandbox):
     return [SandboxEvent(BASE_US + minute * MINUTE, type_, "/platform/sandboxes", f"{sandbox}_{n}", "dep_1",
                          template if type_ in TYPES[:3] else None, 15 if type_ == "sandbox.extended" else None)
             for n, (type_, minute, template) in enumerate(spec)]
+
+
+def _lifetime_ends(spec) -> dict[int, int]:
+    """Each interval's start -> its lifetime end: 15 minutes, plus 15 for each extension
+    while it is open (CONTRACT 10), computed on its own."""
+    ends, start, terminated = {}, None, False
+    for minute, rank, _, type_ in sorted((m, TYPES.index(t), n, t) for n, (t, m, _) in enumerate(spec)):
+        if terminated:
+            break
+        if type_ == "sandbox.running" and start is None:
+            start, end = minute, minute + 15
+        elif type_ == "sandbox.extended" and start is not None:
+            end += 15
+        elif type_ in ("sandbox.stopped", "sandbox.terminated"):
+            if start is not None and minute > start:
+                ends[BASE_US + start * MINUTE] = BASE_US + end * MINUTE
+            start, terminated = None, type_ == "sandbox.terminated"
+    if start is not None:
+        ends[BASE_US + start * MINUTE] = BASE_US + end * MINUTE
+    return ends
 
 
 lifecycle = st.lists(st.tuples(st.sampled_from(TYPES), st.integers(0, 600), st.sampled_from(["giga-mini", "giga-pro"])),
@@ -87,7 +107,8 @@ async def test_any_arrival_gives_the_usage_and_history_of_all_events(db, monkeyp
 
     intervals, extensions = derive(_as_sandbox_events(spec, sandbox))
     got_intervals, got_extensions, chunks, (tail, tail_events, n_chunks) = await _stored(db, sandbox)
-    assert got_intervals == [(iv.template, iv.start, iv.end) for iv in intervals]
+    assert [row[:3] for row in got_intervals] == [(iv.template, iv.start, iv.end) for iv in intervals]
+    assert {row[1]: row[3] for row in got_intervals} == _lifetime_ends(spec)
     assert got_extensions == [(x.template, x.time, x.count) for x in extensions]
     history = [e for _, part in chunks for e in parse_history(part)] + parse_history(tail)
     in_fold_order = sorted((BASE_US + m * MINUTE, TYPES.index(t), f"{sandbox}_{n}") for n, (t, m, _) in enumerate(spec))
@@ -107,8 +128,10 @@ async def test_an_event_in_order_rewrites_a_bounded_tail(db):
         *_, (tail, tail_events, _) = await _stored(db, "sb_long")
         tails.append(tail_events)
     assert max(tails) == usage_derive.HISTORY_CHUNK
-    _, extensions, chunks, (tail, tail_events, n_chunks) = await _stored(db, "sb_long")
+    intervals, extensions, chunks, (tail, tail_events, n_chunks) = await _stored(db, "sb_long")
     assert len(extensions) == 199
+    # Still open, extended in place 199 times: 15 minutes, and 15 more for each extension.
+    assert intervals == [("giga-mini", BASE_US, None, BASE_US + 200 * 15 * MINUTE)]
     assert {len(parse_history(part)) for _, part in chunks} == {usage_derive.HISTORY_CHUNK}
     assert n_chunks * usage_derive.HISTORY_CHUNK + tail_events == 200
 
