@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from metering.core.lifecycle import EVENT_RANK, SandboxEvent, derive
+from metering.core.lifecycle import EVENT_RANK, LifetimePolicy, SandboxEvent, derive
 from metering.core.money import format_money, format_seconds
 from metering.core.pricing import PriceBook
 from metering.core.timeutil import format_time
@@ -93,16 +93,16 @@ def _billed_then(inv: Invoice, other: Invoice) -> bool:
 
 
 def _expected(inv: Invoice, invoices: list[Invoice], lines: dict[str, list[Line]], events: _Workspace,
-              book: PriceBook) -> list[Line]:
+              book: PriceBook, lifetime: LifetimePolicy) -> list[Line]:
     """The running, extension and adjustment lines ``inv`` should carry, given the lines the
     invoices finalized before it should carry (``lines``: so a wrong line is named once, on
     its own invoice, not again on the adjustments after it)."""
     assert inv.finalized_at is not None
     at = inv.finalized_at
-    expected = priced_lines(*events.usage(at), book, inv.period_start, inv.period_end, at)
+    expected = priced_lines(*events.usage(at), book, inv.period_start, inv.period_end, at, lifetime)
     earlier = [j for j in invoices if _billed_then(inv, j) and j.period_start < inv.period_start]
     for j in sorted(earlier, key=lambda j: j.period_start):
-        current = priced_lines(*events.usage(at), book, j.period_start, j.period_end, at)
+        current = priced_lines(*events.usage(at), book, j.period_start, j.period_end, at, lifetime)
         billed = [line for k in invoices if k.id == j.id or _billed_then(inv, k) for line in lines[k.id]
                   if (k.id == j.id and line.kind in ("running", "extension"))
                   or (line.kind == "adjustment" and line.original_period_start == j.period_start)]
@@ -163,7 +163,10 @@ def compare(inv: Invoice, stored: list[Line], expected: list[Line]) -> list[Diff
     return diffs
 
 
-async def verify_invoices(db: Database, prices: PriceCatalog, invoice_id: str | None = None) -> Report:
+async def verify_invoices(db: Database, prices: PriceCatalog, invoice_id: str | None = None, *,
+                          lifetime: LifetimePolicy) -> Report:
+    """Every finalized invoice (or ``invoice_id``), re-derived under ``lifetime``: the settings'
+    ``[lifetime]``, which the invoices were billed under."""
     book = await prices.refresh(db)
     async with db.read() as session:
         if invoice_id is not None:
@@ -190,7 +193,7 @@ async def verify_invoices(db: Database, prices: PriceCatalog, invoice_id: str | 
             events = await _events(session, ws)
         derived: dict[str, list[Line]] = {}
         for inv in sorted(invoices, key=lambda i: i.finalized_at or 0):
-            derived[inv.id] = _expected(inv, invoices, derived, events, book)
+            derived[inv.id] = _expected(inv, invoices, derived, events, book, lifetime)
         for inv in sorted(invoices, key=lambda i: i.number or ""):
             if invoice_id is not None and inv.id != invoice_id:
                 continue

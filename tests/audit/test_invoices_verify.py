@@ -94,8 +94,9 @@ async def test_finalized_invoices_rederive_and_a_tampered_line_is_named(client, 
     assert "4 finalized invoices re-derived: 2 differ" in bad.stderr
     # One invoice only; an untouched one passes.
     other = next(i for i in invoices if i["workspace_id"] == "ws_2" and i["period_start"] == JAN["period_start"])
-    assert (await verify_invoices(db, prices, other["id"])) == Report(1, [])
-    assert [d.line for d in (await verify_invoices(db, prices, jan_ws1["id"])).differences] == [
+    lifetime = settings.lifetime.policy
+    assert (await verify_invoices(db, prices, other["id"], lifetime=lifetime)) == Report(1, [])
+    assert [d.line for d in (await verify_invoices(db, prices, jan_ws1["id"], lifetime=lifetime)).differences] == [
         "running dep_1 giga-max", "totals"]
     with pytest.raises(NotFound):
-        await verify_invoices(db, prices, "inv_nope")
+        await verify_invoices(db, prices, "inv_nope", lifetime=lifetime)
