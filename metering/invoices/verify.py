@@ -3,7 +3,9 @@
 Nothing derived is trusted: each invoice's usage is folded again from the raw events of its
 workspace (core.lifecycle, not the usage tables), counting only the events stored by the
 time the invoice was finalized, and priced by the same line code with the price book (the
-file's versions and the stored ones).  Adjustments are re-derived the same way: an earlier
+file's versions and the stored ones) and the ``[lifetime]`` policy the invoices were billed
+under (with ``bill_beyond = false``, running time past each interval's lifetime end, folded
+again here too, plus the tolerance is not billed).  Adjustments are re-derived the same way: an earlier
 period's usage then, less what invoices finalized before this one billed for it.  The lines
 that close an invoice are checked against the rules (credit, carried or prepaid, between zero
 and the subtotal; a negative subtotal carried forward whole), and the totals to add up.
@@ -74,7 +76,8 @@ class _Workspace:
         for sandbox, events in by_sandbox.items():
             ivs, exts = derive(events)
             ws = self.rows[0].workspace_id
-            intervals += [StoredInterval(ws, iv.deployment_id, sandbox, iv.template, iv.start, iv.end) for iv in ivs]
+            intervals += [StoredInterval(ws, iv.deployment_id, sandbox, iv.template, iv.start, iv.end, iv.lifetime_end)
+                          for iv in ivs]
             extensions += [StoredExtension(ws, x.deployment_id, sandbox, x.template, x.time, x.count) for x in exts]
         return intervals, extensions
 
