@@ -3,12 +3,13 @@
 Nothing derived is trusted: each invoice's usage is folded again from the raw events of its
 workspace (core.lifecycle, not the usage tables), counting only the events stored by the
 time the invoice was finalized, and priced by the same line code with the price book (the
-file's versions and the stored ones) and the ``[lifetime]`` policy the invoices were billed
-under (with ``bill_beyond = false``, running time past each interval's lifetime end, folded
-again here too, plus the tolerance is not billed).  Adjustments are re-derived the same way: an earlier
-period's usage then, less what invoices finalized before this one billed for it.  The lines
-that close an invoice are checked against the rules (credit, carried or prepaid, between zero
-and the subtotal; a negative subtotal carried forward whole), and the totals to add up.
+file's versions and the stored ones) and the settings' ``[lifetime]`` policy, which the
+invoices were billed under (with ``bill_beyond = false``, running time past each interval's
+lifetime end, folded again here too, plus the tolerance is not billed).  Adjustments are
+re-derived the same way: an earlier period's usage then, less what invoices finalized before
+this one billed for it.  The lines that close an invoice are checked against the rules
+(credit, carried or prepaid, between zero and the subtotal; a negative subtotal carried
+forward whole), and the totals to add up.
 
 An event stored while the run that finalized an invoice was reading usage can be counted
 on one side and not the other; it then shows as a difference here and as the matching
