@@ -1,4 +1,4 @@
-"""The read side: a usage query on a large store, and a billing run over many workspaces."""
+"""The read side: the usage and cost queries on a large store, and a billing run over many workspaces."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import httpx
 
 from bench.dataset import YEAR_START, build_usage_store, sandbox
 from bench.server import running_server
+from metering.core.periods import DAY_US
 from metering.core.timeutil import format_time, to_us
 from metering.migrate import upgrade
 from tests.process import ROOT
@@ -36,36 +38,89 @@ def _percentiles(values: list[float]) -> dict:
     return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": round(ordered[-1] * 1000, 3)}
 
 
-def usage_query(events: int, workspaces: int, queries: int, workdir: Path) -> dict:
-    """p50/p99 of ``GET /usage`` for one workspace-month, ``events`` events stored (SQLite)."""
-    tmp, url = _fresh_sqlite(workdir)
-    try:
-        began = time.perf_counter()
-        build_usage_store(url.split("///", 1)[1], sandboxes=events // 4, workspaces=workspaces)
-        built = time.perf_counter() - began
-        months = [to_us(datetime(2025, m, 1, tzinfo=timezone.utc)) for m in range(1, 13)]
-        months.append(to_us(datetime(2026, 1, 1, tzinfo=timezone.utc)))
-        with running_server(url, tmp / "server.log") as (server, token):
+MONTHS = [to_us(datetime(2025, m, 1, tzinfo=timezone.utc)) for m in range(1, 13)] \
+    + [to_us(datetime(2026, 1, 1, tzinfo=timezone.utc))]
+WARM_UP = 20
+
+
+class ReadStore:
+    """The store the read queries share (``events`` events over 2025, SQLite): built once, on
+    first use (3-15 minutes of CPU at 10,000,000 events), and deleted on exit."""
+
+    def __init__(self, events: int, workspaces: int, workdir: Path) -> None:
+        self.events, self.workspaces, self.workdir = events, workspaces, workdir
+        self.tmp: Path | None = None
+        self.url = ""
+        self.build_seconds = 0.0
+
+    def __enter__(self) -> ReadStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _built(self) -> str:
+        if self.tmp is None:
+            self.tmp, self.url = _fresh_sqlite(self.workdir)
+            began = time.perf_counter()
+            build_usage_store(self.url.split("///", 1)[1], sandboxes=self.events // 4, workspaces=self.workspaces)
+            self.build_seconds = time.perf_counter() - began
+        return self.url
+
+    def _measure(self, queries: int, request: Callable[[httpx.Client, int], httpx.Response],
+                 count: Callable[[dict], int]) -> tuple[list[float], int]:
+        """``queries`` requests after ``WARM_UP`` unmeasured ones, on a fresh server."""
+        url = self._built()
+        assert self.tmp is not None
+        with running_server(url, self.tmp / "server.log") as (server, token):
             client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-            latencies, items = [], 0
-            for i in range(queries + 20):  # the first 20 warm the server up, unmeasured
-                ws = sandbox(i * 7919, workspaces, YEAR_START, 1)[0]
-                m = i % 12
-                params = {"start": format_time(months[m]), "end": format_time(months[m + 1]),
-                          "as_of": format_time(months[12])}
+            latencies, counted = [], 0
+            for i in range(queries + WARM_UP):
                 t = time.perf_counter()
-                resp = client.get(f"/v1/workspaces/{ws}/usage", params=params)
+                resp = request(client, i)
                 elapsed = time.perf_counter() - t
                 resp.raise_for_status()
-                if i >= 20:
+                if i >= WARM_UP:
                     latencies.append(elapsed)
-                    items += len(resp.json()["items"])
-        per_ws_month = events / 4 / workspaces / 12
-        return {"engine": "sqlite", "events": events, "workspaces": workspaces, "queries": queries,
-                "intervals_per_workspace_month": round(per_ws_month, 1), "build_seconds": round(built, 1),
-                "latency_ms": _percentiles(latencies)}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+                    counted += count(resp.json())
+        return latencies, counted
+
+    def _result(self, queries: int, latencies: list[float], **extra: object) -> dict:
+        per_ws_month = self.events / 4 / self.workspaces / 12
+        return {"engine": "sqlite", "events": self.events, "workspaces": self.workspaces, "queries": queries,
+                "intervals_per_workspace_month": round(per_ws_month, 1), "build_seconds": round(self.build_seconds, 1),
+                **extra, "latency_ms": _percentiles(latencies)}
+
+    def usage_query(self, queries: int) -> dict:
+        """p50/p99 of ``GET /usage`` for one workspace-month."""
+
+        def request(client: httpx.Client, i: int) -> httpx.Response:
+            ws, m = sandbox(i * 7919, self.workspaces, YEAR_START, 1)[0], i % 12
+            return client.get(f"/v1/workspaces/{ws}/usage", params={
+                "start": format_time(MONTHS[m]), "end": format_time(MONTHS[m + 1]), "as_of": format_time(MONTHS[12])})
+
+        latencies, _ = self._measure(queries, request, lambda doc: len(doc["items"]))
+        return self._result(queries, latencies)
+
+    def cost_query(self, queries: int) -> dict:
+        """p50/p99 of ``GET /cost`` (the billing period is a month) at an ``as_of`` in the last
+        day of a month of 2025: the period's usage so far, nearly a whole workspace-month, as
+        the usage query reads it, plus the sandboxes running at ``as_of``."""
+
+        def request(client: httpx.Client, i: int) -> httpx.Response:
+            ws, m = sandbox(i * 7919, self.workspaces, YEAR_START, 1)[0], i % 12
+            as_of = MONTHS[m + 1] - 1 - (i * 104_729_000_003) % DAY_US
+            return client.get(f"/v1/workspaces/{ws}/cost", params={"as_of": format_time(as_of)})
+
+        latencies, running = self._measure(queries, request, lambda doc: doc["running_sandboxes"])
+        return self._result(queries, latencies, running_sandboxes_seen=running)
+
+
+def usage_query(events: int, workspaces: int, queries: int, workdir: Path) -> dict:
+    """p50/p99 of ``GET /usage`` for one workspace-month, ``events`` events stored (SQLite)."""
+    with ReadStore(events, workspaces, workdir) as store:
+        return store.usage_query(queries)
 
 
 def billing_run(workspaces: int, intervals: int, workdir: Path) -> dict:

@@ -115,14 +115,17 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     job = ExportRequest(args.dataset, start, end, args.workspace, args.format)
     # The progress bar is for people: nothing on stderr when it is not a terminal.
     progress = sys.stderr if sys.stderr.isatty() else None
-    _with_database(settings, lambda db: export_to_file(db, _prices(settings), job, args.output, progress))
+    _with_database(settings, lambda db: export_to_file(db, _prices(settings), job, args.output, progress,
+                                                       lifetime=settings.lifetime.policy))
     return 0
 
 
 def _invoices_verify(settings: Settings, args: argparse.Namespace) -> int:
     from metering.invoices.verify import verify_invoices
 
-    report = _with_database(settings, lambda db: verify_invoices(db, _prices(settings), args.id))
+    # By the ``[lifetime]`` the invoices were billed under: these settings'.
+    report = _with_database(settings, lambda db: verify_invoices(db, _prices(settings), args.id,
+                                                                 lifetime=settings.lifetime.policy))
     for difference in report.differences:
         print(difference)
     bad = len({d.invoice_id for d in report.differences})
@@ -219,9 +222,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("invalid_settings", detail=str(exc))
         return 2
     configure_logging(settings.log_level, settings.log_format, command)
-    from metering.spend.policy import use_lifetime_settings
-
-    use_lifetime_settings(settings)
     from metering.errors import Problem
 
     try:

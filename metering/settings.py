@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from metering.core.lifecycle import LifetimePolicy
+
 ROOT = Path(__file__).resolve().parent.parent  # the checkout (scripts/bootstrap.sh installs it editable)
 DEFAULT_CONFIG = ROOT / "config" / "settings.toml"
 # Settings that name a file or directory; see resolve_paths.
@@ -120,6 +122,11 @@ class LifetimeSettings(msgspec.Struct, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if not 0 <= self.tolerance_seconds <= 31 * 86_400:
             raise ValueError("lifetime.tolerance_seconds must be between 0 and 2678400")
+
+    @property
+    def policy(self) -> LifetimePolicy:
+        """What usage.compute.clip bills by; every caller passes its own settings' down."""
+        return LifetimePolicy(self.tolerance_seconds * 1_000_000, self.bill_beyond)
 
 
 class SpendSettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -35,7 +35,6 @@ from metering.reports.controller import ReportController
 from metering.settings import Settings, load_settings
 from metering.settlements.controller import SettlementController
 from metering.spend.controller import CostController, OverrunController
-from metering.spend.policy import use_lifetime_settings
 from metering.tokens.controller import TokenController
 from metering.usage.controller import UsageController
 from metering.usage.derive import USAGE_DERIVATION
@@ -46,7 +45,6 @@ from metering.web.controller import WebController
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Litestar:
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    use_lifetime_settings(settings)
     metrics = Metrics()
     prices = PriceCatalog.from_file(settings.pricing_file)
 

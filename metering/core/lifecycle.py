@@ -45,12 +45,17 @@ class SandboxEvent:
 
 @dataclass(frozen=True)
 class Interval:
-    """A running interval ``[start, end)``; ``end`` None while the sandbox still runs."""
+    """A running interval ``[start, end)``; ``end`` None while the sandbox still runs.
+
+    ``lifetime_end``: when its paid lifetime ends, ``LIFETIME_US`` from its start plus the
+    minutes of each extension applied while it runs (CONTRACT 10, the lifetime guard).
+    """
 
     start: int
     end: int | None
     template: str
     deployment_id: str
+    lifetime_end: int | None = None
 
 
 @dataclass(frozen=True)
@@ -95,10 +100,10 @@ def ordered(events: Iterable[SandboxEvent]) -> list[SandboxEvent]:
     return out
 
 
-def _interval(opening: SandboxEvent, end: int | None) -> Interval:
+def _interval(opening: SandboxEvent, end: int | None, lifetime_end: int) -> Interval:
     # Rule 3: the interval keeps the template (and deployment) of the event that opened it.
     assert opening.template is not None
-    return Interval(opening.time, end, opening.template, opening.deployment_id)
+    return Interval(opening.time, end, opening.template, opening.deployment_id, lifetime_end)
 
 
 def derive(events: Iterable[SandboxEvent]) -> tuple[list[Interval], list[Extension]]:
@@ -106,23 +111,25 @@ def derive(events: Iterable[SandboxEvent]) -> tuple[list[Interval], list[Extensi
     intervals: list[Interval] = []
     extensions: list[Extension] = []
     opened: SandboxEvent | None = None  # the running event of the open interval
+    lifetime_end = 0  # the open interval's
 
     for e in ordered(events):
         if e.type == "sandbox.running":
             if opened is None:
-                opened = e
+                opened, lifetime_end = e, e.time + LIFETIME_US
         elif e.type == "sandbox.extended":
             assert e.template is not None and e.minutes is not None
             extensions.append(
                 Extension(e.time, e.minutes // EXTENSION_MINUTES, e.template, e.deployment_id)
             )
+            lifetime_end += e.minutes * MINUTE_US  # meaningful only while an interval is open
         elif e.type in ("sandbox.stopped", "sandbox.terminated"):
             if opened is not None:
                 if e.time > opened.time:  # a zero-length interval bills nothing: dropped
-                    intervals.append(_interval(opened, e.time))
+                    intervals.append(_interval(opened, e.time, lifetime_end))
                 opened = None
             if e.type == "sandbox.terminated":
                 break  # final: later events are stored but bill nothing
     if opened is not None:
-        intervals.append(_interval(opened, None))
+        intervals.append(_interval(opened, None, lifetime_end))
     return intervals, extensions

@@ -59,7 +59,7 @@ class ExportController(Controller):
         book = await state.prices.refresh(state.db)
         now = now_us()
         return Stream(
-            export(state.db, job, book, now),
+            export(state.db, job, book, now, lifetime=state.settings.lifetime.policy),
             media_type=MEDIA_TYPES[fmt],
             headers={
                 "Content-Disposition": f'attachment; filename="{job.filename}"',

@@ -19,6 +19,7 @@ import anyio.to_thread
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from metering.core.lifecycle import LifetimePolicy
 from metering.core.pricing import PriceBook
 from metering.db import Database
 from metering.exports.columns import DATASETS
@@ -29,12 +30,13 @@ from metering.exports.usage import overrun_parts, usage_parts
 CHUNK_ROWS = 5_000
 
 
-def plan(request: ExportRequest, book: PriceBook, now: int) -> list[Part]:
+def plan(request: ExportRequest, book: PriceBook, now: int, lifetime: LifetimePolicy) -> list[Part]:
+    """The export's queries; ``lifetime`` is the settings' ``[lifetime]`` (usage.compute.clip)."""
     start, end, ws = request.start, request.end, request.workspace_id
     if request.dataset == "usage":
-        return usage_parts(book, start, end, ws, now)
+        return usage_parts(book, start, end, ws, now, lifetime)
     if request.dataset == "overruns":
-        return overrun_parts(book, start, end, ws, now)
+        return overrun_parts(book, start, end, ws, now, lifetime)
     # Imported here: the invoice views pull in web3 (through settlements), a second and a
     # half the CLI need not spend on a usage export.
     from metering.exports.records import invoice_parts, line_parts, settlement_parts
@@ -59,14 +61,14 @@ def _encode(encoder: Encoder, part: Part, raw: Sequence[Any]) -> tuple[bytes, in
 
 async def export(
     db: Database, request: ExportRequest, book: PriceBook, now: int,
-    on_rows: Callable[[int], None] | None = None,
+    on_rows: Callable[[int], None] | None = None, *, lifetime: LifetimePolicy,
 ) -> AsyncIterator[bytes]:
     """The export's bytes, chunk by chunk; ``on_rows`` hears how many rows each chunk had."""
     encoder = make_encoder(request.format, DATASETS[request.dataset])
     if head := encoder.begin():
         yield head
     async with snapshot(db) as conn:
-        for part in plan(request, book, now):
+        for part in plan(request, book, now, lifetime):
             result = await conn.stream(part.query.execution_options(yield_per=CHUNK_ROWS))
             async for raw in result.partitions():
                 # Pricing and encoding a chunk is CPU work: off the event loop, so other
@@ -80,12 +82,13 @@ async def export(
         yield tail
 
 
-async def estimate_rows(db: Database, request: ExportRequest, book: PriceBook, now: int) -> int:
+async def estimate_rows(db: Database, request: ExportRequest, book: PriceBook, now: int, *,
+                        lifetime: LifetimePolicy) -> int:
     """Rows the export will have, for a progress bar: exact, except that a usage interval
     crossing a price change becomes one row per price version (so it may be a few more)."""
     total = 0
     async with snapshot(db) as conn:
-        for part in plan(request, book, now):
+        for part in plan(request, book, now, lifetime):
             counted = select(func.count()).select_from(part.query.order_by(None).subquery())
             total += (await conn.execute(counted)).scalar_one()
     return total

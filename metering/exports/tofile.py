@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from metering.core.lifecycle import LifetimePolicy
 from metering.db import Database
 from metering.db.base import now_us
 from metering.exports.plan import ExportRequest
@@ -43,7 +44,7 @@ class ProgressBar:
 
 
 async def export_to_file(db: Database, prices: PriceCatalog, job: ExportRequest, output: str,
-                         progress: IO[str] | None = None) -> int:
+                         progress: IO[str] | None = None, *, lifetime: LifetimePolicy) -> int:
     """Write the export to ``output`` (``-``: standard output); returns the number of rows.
 
     A file is written under a temporary name and renamed when complete, so an interrupted
@@ -51,7 +52,8 @@ async def export_to_file(db: Database, prices: PriceCatalog, job: ExportRequest,
     """
     book = await prices.refresh(db)
     now = now_us()
-    bar = ProgressBar(progress, job.dataset, await estimate_rows(db, job, book, now)) if progress else None
+    total = await estimate_rows(db, job, book, now, lifetime=lifetime) if progress else 0
+    bar = ProgressBar(progress, job.dataset, total) if progress else None
     rows = 0
 
     def count(n: int) -> None:
@@ -61,7 +63,7 @@ async def export_to_file(db: Database, prices: PriceCatalog, job: ExportRequest,
             bar.add(n)
 
     if output == "-":
-        async for data in export(db, job, book, now, count):
+        async for data in export(db, job, book, now, count, lifetime=lifetime):
             sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
@@ -69,7 +71,7 @@ async def export_to_file(db: Database, prices: PriceCatalog, job: ExportRequest,
         partial = target.with_name(target.name + ".partial")
         try:
             with partial.open("wb") as out:
-                async for data in export(db, job, book, now, count):
+                async for data in export(db, job, book, now, count, lifetime=lifetime):
                     out.write(data)
             os.replace(partial, target)
         finally:

@@ -15,13 +15,13 @@ from typing import Any
 from sqlalchemy import Select, select
 
 from metering.core.charges import extension_charge, price_interval
-from metering.core.lifecycle import Extension
+from metering.core.lifecycle import Extension, LifetimePolicy
 from metering.core.money import round_micro, unit_price_text
 from metering.core.periods import floor_to
 from metering.core.pricing import PriceBook
 from metering.exports.plan import Part
 from metering.spend.overruns import overrun_pieces
-from metering.usage.compute import StoredInterval, clip, lifetime_policy
+from metering.usage.compute import StoredInterval, clip
 from metering.usage.models import UsageExtension, UsageInterval, still_running
 
 INTERVALS = UsageInterval.__table__
@@ -59,14 +59,15 @@ def extensions(start: int, end: int, workspace_id: str | None) -> Select:
     return _in_workspace(query, EXTENSIONS, workspace_id)
 
 
-def usage_parts(book: PriceBook, start: int, end: int, workspace_id: str | None, now: int) -> list[Part]:
+def usage_parts(book: PriceBook, start: int, end: int, workspace_id: str | None, now: int,
+                lifetime: LifetimePolicy) -> list[Part]:
     as_of = min(now, end)
 
     def running_rows(rows: Sequence[Any]) -> list[tuple[Any, ...]]:
         out = []
         for row in rows:
             ws, dep, sb, template = row[:4]
-            span = clip(StoredInterval(*row), start, end, as_of)
+            span = clip(StoredInterval(*row), start, end, as_of, lifetime)
             if span is None:
                 continue
             for piece in price_interval(span[0], span[1], template, dep, book):
@@ -89,12 +90,13 @@ def usage_parts(book: PriceBook, start: int, end: int, workspace_id: str | None,
     ]
 
 
-def overrun_parts(book: PriceBook, start: int, end: int, workspace_id: str | None, now: int) -> list[Part]:
+def overrun_parts(book: PriceBook, start: int, end: int, workspace_id: str | None, now: int,
+                  lifetime: LifetimePolicy) -> list[Part]:
     """The ``overruns`` dataset, from the same interval queries as ``usage``."""
-    as_of, tolerance = min(now, end), lifetime_policy().tolerance_us
+    as_of = min(now, end)
 
     def rows(raw: Sequence[Any]) -> list[tuple[Any, ...]]:
-        pieces = overrun_pieces((StoredInterval(*r) for r in raw), book, start, end, as_of, tolerance)
+        pieces = overrun_pieces((StoredInterval(*r) for r in raw), book, start, end, as_of, lifetime)
         return [(o.interval.workspace_id, o.interval.deployment_id, o.interval.sandbox_id, o.interval.template,
                  o.interval.start, o.interval.lifetime_end, o.start, o.end, o.end - o.start, round_micro(o.amount),
                  round_micro(o.billed)) for o in pieces]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import Select, bindparam, delete, func, insert, select, text, union, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from metering.core.lifecycle import LifetimePolicy
 from metering.core.periods import floor_to, period_bounds
 from metering.core.pricing import PriceBook
 from metering.core.timeutil import TIME_MIN, TIME_RANGE, format_time
@@ -79,17 +80,19 @@ async def candidate_workspaces(session: AsyncSession, start: int, end: int) -> l
 
 
 def priced_lines(intervals: Iterable[StoredInterval], extensions: Iterable[StoredExtension], book: PriceBook,
-                 start: int, end: int, now: int) -> list[Line]:
-    """A period's running and extension lines from its usage rows, as of ``now``."""
-    buckets = aggregate(intervals, extensions, book, start=start, end=end, as_of=min(now, end),
+                 start: int, end: int, now: int, lifetime: LifetimePolicy) -> list[Line]:
+    """A period's running and extension lines from its usage rows, as of ``now``, running time
+    cut by ``lifetime`` (the settings' ``[lifetime]``, usage.compute.clip)."""
+    buckets = aggregate(intervals, extensions, book, start=start, end=end, as_of=min(now, end), lifetime=lifetime,
                         group_by=("deployment", "template"))
     return usage_lines(buckets)
 
 
 async def period_lines(
-    session: AsyncSession, workspace_id: str, start: int, end: int, book: PriceBook, now: int
+    session: AsyncSession, workspace_id: str, start: int, end: int, book: PriceBook, now: int,
+    lifetime: LifetimePolicy,
 ) -> list[Line]:
-    return priced_lines(*await load_usage_rows(session, workspace_id, start, end), book, start, end, now)
+    return priced_lines(*await load_usage_rows(session, workspace_id, start, end), book, start, end, now, lifetime)
 
 
 def _as_line(row) -> Line:  # type: ignore[no-untyped-def]
@@ -141,7 +144,7 @@ async def bill_late_usage(
         out.consumed += keys
         if own.get(start) == "void":
             continue
-        current = await period_lines(session, workspace_id, start, end, book, now)
+        current = await period_lines(session, workspace_id, start, end, book, now, settings.lifetime.policy)
         out.lines += adjustment_lines(start, current, await billed_lines(session, workspace_id, start, target))
         out.periods.add(start)
     return out
@@ -218,7 +221,8 @@ async def _drafts(
             billed = await bill_late_usage(session, settings, ws, target, earlier[ws], book, now)
             adjustments = [a for a in adjustments if a.original_period_start not in billed.periods] + billed.lines
             consumed += billed.consumed
-        drafts.append(Draft(ws, priced_lines(intervals, extensions, book, start, end, now) + _sort_adjustments(adjustments)))
+        lines = priced_lines(intervals, extensions, book, start, end, now, settings.lifetime.policy)
+        drafts.append(Draft(ws, lines + _sort_adjustments(adjustments)))
     return drafts, consumed
 
 

@@ -3,10 +3,13 @@
 Nothing derived is trusted: each invoice's usage is folded again from the raw events of its
 workspace (core.lifecycle, not the usage tables), counting only the events stored by the
 time the invoice was finalized, and priced by the same line code with the price book (the
-file's versions and the stored ones).  Adjustments are re-derived the same way: an earlier
-period's usage then, less what invoices finalized before this one billed for it.  The lines
-that close an invoice are checked against the rules (credit, carried or prepaid, between zero
-and the subtotal; a negative subtotal carried forward whole), and the totals to add up.
+file's versions and the stored ones) and the settings' ``[lifetime]`` policy, which the
+invoices were billed under (with ``bill_beyond = false``, running time past each interval's
+lifetime end, folded again here too, plus the tolerance is not billed).  Adjustments are
+re-derived the same way: an earlier period's usage then, less what invoices finalized before
+this one billed for it.  The lines that close an invoice are checked against the rules
+(credit, carried or prepaid, between zero and the subtotal; a negative subtotal carried
+forward whole), and the totals to add up.
 
 An event stored while the run that finalized an invoice was reading usage can be counted
 on one side and not the other; it then shows as a difference here and as the matching
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from metering.core.lifecycle import EVENT_RANK, SandboxEvent, derive
+from metering.core.lifecycle import EVENT_RANK, LifetimePolicy, SandboxEvent, derive
 from metering.core.money import format_money, format_seconds
 from metering.core.pricing import PriceBook
 from metering.core.timeutil import format_time
@@ -74,7 +77,8 @@ class _Workspace:
         for sandbox, events in by_sandbox.items():
             ivs, exts = derive(events)
             ws = self.rows[0].workspace_id
-            intervals += [StoredInterval(ws, iv.deployment_id, sandbox, iv.template, iv.start, iv.end) for iv in ivs]
+            intervals += [StoredInterval(ws, iv.deployment_id, sandbox, iv.template, iv.start, iv.end, iv.lifetime_end)
+                          for iv in ivs]
             extensions += [StoredExtension(ws, x.deployment_id, sandbox, x.template, x.time, x.count) for x in exts]
         return intervals, extensions
 
@@ -93,16 +97,16 @@ def _billed_then(inv: Invoice, other: Invoice) -> bool:
 
 
 def _expected(inv: Invoice, invoices: list[Invoice], lines: dict[str, list[Line]], events: _Workspace,
-              book: PriceBook) -> list[Line]:
+              book: PriceBook, lifetime: LifetimePolicy) -> list[Line]:
     """The running, extension and adjustment lines ``inv`` should carry, given the lines the
     invoices finalized before it should carry (``lines``: so a wrong line is named once, on
     its own invoice, not again on the adjustments after it)."""
     assert inv.finalized_at is not None
     at = inv.finalized_at
-    expected = priced_lines(*events.usage(at), book, inv.period_start, inv.period_end, at)
+    expected = priced_lines(*events.usage(at), book, inv.period_start, inv.period_end, at, lifetime)
     earlier = [j for j in invoices if _billed_then(inv, j) and j.period_start < inv.period_start]
     for j in sorted(earlier, key=lambda j: j.period_start):
-        current = priced_lines(*events.usage(at), book, j.period_start, j.period_end, at)
+        current = priced_lines(*events.usage(at), book, j.period_start, j.period_end, at, lifetime)
         billed = [line for k in invoices if k.id == j.id or _billed_then(inv, k) for line in lines[k.id]
                   if (k.id == j.id and line.kind in ("running", "extension"))
                   or (line.kind == "adjustment" and line.original_period_start == j.period_start)]
@@ -163,7 +167,10 @@ def compare(inv: Invoice, stored: list[Line], expected: list[Line]) -> list[Diff
     return diffs
 
 
-async def verify_invoices(db: Database, prices: PriceCatalog, invoice_id: str | None = None) -> Report:
+async def verify_invoices(db: Database, prices: PriceCatalog, invoice_id: str | None = None, *,
+                          lifetime: LifetimePolicy) -> Report:
+    """Every finalized invoice (or ``invoice_id``), re-derived under ``lifetime``: the settings'
+    ``[lifetime]``, which the invoices were billed under."""
     book = await prices.refresh(db)
     async with db.read() as session:
         if invoice_id is not None:
@@ -190,7 +197,7 @@ async def verify_invoices(db: Database, prices: PriceCatalog, invoice_id: str | 
             events = await _events(session, ws)
         derived: dict[str, list[Line]] = {}
         for inv in sorted(invoices, key=lambda i: i.finalized_at or 0):
-            derived[inv.id] = _expected(inv, invoices, derived, events, book)
+            derived[inv.id] = _expected(inv, invoices, derived, events, book, lifetime)
         for inv in sorted(invoices, key=lambda i: i.number or ""):
             if invoice_id is not None and inv.id != invoice_id:
                 continue

@@ -136,10 +136,11 @@ async def write_daily_report(
         intervals, extensions = await load_usage_rows(session, workspace_id, start, end)
         runs = await run_counts(session, workspace_id, start, end)
         carried = await carried_on_day(session, workspace_id, start, end)
-    buckets = aggregate(intervals, extensions, book, start=start, end=end, as_of=end,
+    lifetime = settings.lifetime.policy
+    buckets = aggregate(intervals, extensions, book, start=start, end=end, as_of=end, lifetime=lifetime,
                         group_by=("deployment", "template"))
     rid = report_id(workspace_id, KIND, start)
-    overruns = overrun_pieces(intervals, book, start, end, end, settings.lifetime.tolerance_seconds * 1_000_000)
+    overruns = overrun_pieces(intervals, book, start, end, end, lifetime)
     content = build_content(rid, workspace_id, start, end, buckets, runs, carried, overruns)
     json_rel, csv_rel = relative_paths(workspace_id, start)
 

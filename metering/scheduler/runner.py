@@ -25,7 +25,6 @@ from metering.scheduler.history import finish_run, start_run
 from metering.scheduler.jobs import JOBS, JobContext, JobResult, intervals
 from metering.scheduler.leases import release, try_acquire
 from metering.settings import Settings
-from metering.spend.policy import use_lifetime_settings
 
 log = get_logger(__name__)
 STOP_GRACE_SECONDS = 10
@@ -42,7 +41,6 @@ class Scheduler:
     ) -> None:
         self.db = db
         self.settings = settings
-        use_lifetime_settings(settings)
         self.prices = prices or PriceCatalog.from_file(settings.pricing_file)
         self.holder = holder or new_holder()
         self._aps: AsyncIOScheduler | None = None

@@ -128,12 +128,12 @@ async def check_budgets(db: Database, settings: Settings, book: PriceBook, now: 
     """Notify every threshold reached and not yet notified; returns how many were."""
     async with db.read() as session:
         budgets = {r.workspace_id: _spec(r) for r in await session.execute(select(BUDGETS))}
-    sent = 0
+    sent, lifetime = 0, settings.lifetime.policy
     for ids in in_slices(sorted(budgets)):
         crossings = []
         for start, end in _periods(settings, now):
             as_of = min(now, end)
-            costs = await db.run_read(lambda conn: costs_of(conn, ids, book, (start, end), as_of))
+            costs = await db.run_read(lambda conn: costs_of(conn, ids, book, (start, end), as_of, lifetime))
             for cost in costs:
                 spent = round_micro(cost.spent)
                 spec = budgets[cost.workspace_id]

@@ -38,7 +38,7 @@ async def cost_at(request: Request, workspace_id: str, as_of: int) -> Cost:
     """The cost so far of one workspace (the API and the page)."""
     state = request.app.state
     book = await state.prices.refresh(state.db)
-    return await workspace_cost(state.db, workspace_id, book, state.settings.billing.period, as_of)
+    return await workspace_cost(state.db, state.settings, workspace_id, book, as_of)
 
 
 class CostController(Controller):

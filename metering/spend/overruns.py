@@ -16,6 +16,7 @@ from fractions import Fraction
 from sqlalchemy import Connection, select
 
 from metering.core.charges import price_interval
+from metering.core.lifecycle import LifetimePolicy
 from metering.core.money import format_money, format_seconds, round_micro
 from metering.core.periods import floor_to
 from metering.core.pricing import PriceBook
@@ -97,10 +98,11 @@ class OverrunPiece:
 
 
 def overrun_pieces(
-    intervals: Iterable[StoredInterval], book: PriceBook, start: int, end: int, as_of: int, tolerance_us: int,
+    intervals: Iterable[StoredInterval], book: PriceBook, start: int, end: int, as_of: int, lifetime: LifetimePolicy,
 ) -> list[OverrunPiece]:
     """Intervals that ran (or run at ``as_of``) more than the tolerance past their lifetime
     end, cut to ``[start, end)``.  What is billed of it is what usage.compute.clip lets through."""
+    tolerance_us = lifetime.tolerance_us
     out = []
     for iv in intervals:
         if iv.lifetime_end is None:
@@ -109,7 +111,7 @@ def overrun_pieces(
         s, e = max(iv.lifetime_end, iv.start, start), min(stop, end)
         if stop - iv.lifetime_end <= tolerance_us or e <= s:
             continue
-        billed = clip(iv, s, e, as_of)
+        billed = clip(iv, s, e, as_of, lifetime)
         out.append(OverrunPiece(iv, s, e, _charge(iv, s, e, book),
                                 _charge(iv, *billed, book) if billed else Fraction(0)))
     return sorted(out, key=lambda o: (o.start, o.interval.workspace_id, o.interval.sandbox_id))
@@ -121,7 +123,7 @@ def _charge(iv: StoredInterval, start: int, end: int, book: PriceBook) -> Fracti
 
 async def list_overruns(db: Database, settings: Settings, book: PriceBook, as_of: int,
                         workspace_id: str | None = None) -> list[Overrun]:
-    tolerance = settings.lifetime.tolerance_seconds * 1_000_000
+    tolerance = settings.lifetime.policy.tolerance_us
     return await db.run_read(lambda conn: overruns_at(conn, book, as_of, tolerance, workspace_id))
 
 

@@ -78,30 +78,19 @@ class Bucket:
 GroupKey = tuple[tuple[str, str], ...]
 
 
-# ``[lifetime]`` of the settings, set once per process (set_lifetime_policy).
-_lifetime = LifetimePolicy()
-
-
-def set_lifetime_policy(policy: LifetimePolicy) -> None:
-    global _lifetime
-    _lifetime = policy
-
-
-def lifetime_policy() -> LifetimePolicy:
-    return _lifetime
-
-
-def clip(iv: StoredInterval, start: int, end: int, as_of: int) -> tuple[int, int] | None:
+def clip(iv: StoredInterval, start: int, end: int, as_of: int, lifetime: LifetimePolicy) -> tuple[int, int] | None:
     """The part of an interval inside the query; an open one runs until ``as_of``.
 
     The one place where ``[lifetime] bill_beyond = false`` cuts running time past the
     lifetime end plus the tolerance: usage queries, invoices, reports and exports all clip
     here, and a late extension moves the stored lifetime end, so it restores what it covers.
+    ``lifetime`` is the caller's settings' (``settings.lifetime.policy``), passed down
+    explicitly: two apps with different settings in one process each bill by their own.
     """
     s = max(iv.start, start)
     e = min(iv.end if iv.end is not None else as_of, end)
-    if not _lifetime.bill_beyond and iv.lifetime_end is not None:
-        e = min(e, iv.lifetime_end + _lifetime.tolerance_us)
+    if not lifetime.bill_beyond and iv.lifetime_end is not None:
+        e = min(e, iv.lifetime_end + lifetime.tolerance_us)
     return (s, e) if e > s else None
 
 
@@ -113,6 +102,7 @@ def aggregate(
     start: int,
     end: int,
     as_of: int,
+    lifetime: LifetimePolicy,
     group_by: Sequence[str] = ("template",),
     window: str | None = None,
 ) -> dict[GroupKey, Bucket]:
@@ -131,7 +121,7 @@ def aggregate(
         return found
 
     for iv in intervals:
-        span = clip(iv, start, end, as_of)
+        span = clip(iv, start, end, as_of, lifetime)
         if span is None:
             continue
         # Priced piecewise: split where a price version starts, then at window boundaries.
@@ -173,6 +163,7 @@ def count_items(
     start: int,
     end: int,
     as_of: int,
+    lifetime: LifetimePolicy,
     group_by: Sequence[str] = ("template",),
     window: str | None = None,
 ) -> int:
@@ -184,7 +175,7 @@ def count_items(
     names = [GROUP_FIELDS[g] for g in group_by]
     ranges: dict[tuple, list[tuple[int, int]]] = {}
     for iv in intervals:
-        span = clip(iv, start, end, as_of)
+        span = clip(iv, start, end, as_of, lifetime)
         if span is not None:
             key = tuple(getattr(iv, n) for n in names)
             first, last = (_window_index(span[0], window), _window_index(span[1] - 1, window)) if window else (0, 0)

@@ -76,7 +76,8 @@ class UsageController(Controller):
         db = request.app.state.db
         book = await request.app.state.prices.refresh(db)
         intervals, extensions = await read_usage_rows(db, workspace_id, start_us, end_us)
-        span = dict(start=start_us, end=end_us, as_of=as_of_us, group_by=groups, window=window)
+        span = dict(start=start_us, end=end_us, as_of=as_of_us, lifetime=request.app.state.settings.lifetime.policy,
+                    group_by=groups, window=window)
         count = count_items(intervals, extensions, **span)
         if count > MAX_ITEMS:
             raise Invalid(f"the query would answer more than {MAX_ITEMS} items; narrow it",

@@ -44,7 +44,8 @@ async def daily_spend(request: Request, workspace_id: str, period_start: int, as
     state = request.app.state
     book = await state.prices.refresh(state.db)
     intervals, extensions = await read_usage_rows(state.db, workspace_id, period_start, as_of)
-    buckets = aggregate(intervals, extensions, book, start=period_start, end=as_of, as_of=as_of, window="day")
+    buckets = aggregate(intervals, extensions, book, start=period_start, end=as_of, as_of=as_of,
+                        lifetime=state.settings.lifetime.policy, window="day")
     days: dict[int, Any] = {}
     for key, bucket in buckets.items():
         day = dict(key)["window_start"]

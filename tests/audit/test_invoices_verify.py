@@ -6,8 +6,13 @@ import os
 import subprocess
 import sys
 
+import msgspec
 import pytest
+from litestar.testing import AsyncTestClient
 from sqlalchemy import text
+
+from metering.api.app import create_app
+from metering.core.lifecycle import LifetimePolicy
 
 from metering.core.periods import period_bounds
 from metering.core.timeutil import format_time
@@ -15,6 +20,7 @@ from metering.db.base import now_us
 from metering.errors import NotFound
 from metering.invoices.service import run_billing
 from metering.invoices.verify import Report, verify_invoices
+from metering.settings import LifetimeSettings
 
 from tests.factories import BATCH, event
 from tests.process import ROOT
@@ -23,8 +29,8 @@ JAN = {"period_start": "2026-01-01T00:00:00Z", "period_end": "2026-02-01T00:00:0
 FEB = {"period_start": "2026-02-01T00:00:00Z", "period_end": "2026-03-01T00:00:00Z"}
 
 
-def verify(settings, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "METERING_DATABASE_URL": settings.database_url}
+def verify(settings, *args: str, **env_vars: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "METERING_DATABASE_URL": settings.database_url, **env_vars}
     return subprocess.run([sys.executable, "-m", "metering.cli", "invoices", "verify", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -94,8 +100,55 @@ async def test_finalized_invoices_rederive_and_a_tampered_line_is_named(client, 
     assert "4 finalized invoices re-derived: 2 differ" in bad.stderr
     # One invoice only; an untouched one passes.
     other = next(i for i in invoices if i["workspace_id"] == "ws_2" and i["period_start"] == JAN["period_start"])
-    assert (await verify_invoices(db, prices, other["id"])) == Report(1, [])
-    assert [d.line for d in (await verify_invoices(db, prices, jan_ws1["id"])).differences] == [
+    lifetime = settings.lifetime.policy
+    assert (await verify_invoices(db, prices, other["id"], lifetime=lifetime)) == Report(1, [])
+    assert [d.line for d in (await verify_invoices(db, prices, jan_ws1["id"], lifetime=lifetime)).differences] == [
         "running dep_1 giga-max", "totals"]
     with pytest.raises(NotFound):
-        await verify_invoices(db, prices, "inv_nope")
+        await verify_invoices(db, prices, "inv_nope", lifetime=lifetime)
+
+
+async def test_verify_cuts_an_overrun_as_billing_did_with_bill_beyond_false(db, settings):
+    """Billed with ``bill_beyond = false``, an overrunning sandbox's invoice and the adjustment
+    a late extension makes re-derive without difference under the same settings; under
+    ``bill_beyond = true`` they would differ, and a tampered line is still named."""
+    cut = msgspec.structs.replace(settings, lifetime=LifetimeSettings(tolerance_seconds=300, bill_beyond=False))
+    async with AsyncTestClient(app=create_app(cut)) as client:
+        admin = {"Authorization": f"Bearer {cut.admin_token}"}
+        # A ghost: running 10:00, stopped 12:00, lived until 10:15, billed to 10:20 (20 min at
+        # 0.10/h); and a sandbox stopped in time (giga-max 0.80/h, 10 min).
+        evs = [event("sandbox.running", "2026-01-10T10:00:00Z", sandbox_id="sb_g"),
+               event("sandbox.stopped", "2026-01-10T12:00:00Z", sandbox_id="sb_g"),
+               event("sandbox.running", "2026-01-10T10:00:00Z", sandbox_id="sb_ok", template="giga-max"),
+               event("sandbox.stopped", "2026-01-10T10:10:00Z", sandbox_id="sb_ok")]
+        assert (await client.post("/v1/events", json=evs, headers={**admin, **BATCH})).status_code == 202
+        assert (await client.post("/v1/billing-runs", json=JAN, headers=admin)).status_code == 201
+        (jan,) = (await client.get("/v1/invoices", headers=admin)).json()["items"]
+        assert (jan["status"], jan["total"]) == ("finalized", "0.166666")  # 0.033333 + 0.133333
+        # A late extension (10:25, 30 min) moves the lifetime to 10:45: 30 more minutes billed,
+        # and the extension itself, as adjustments on the current period's invoice.
+        late = event("sandbox.extended", "2026-01-10T10:25:00Z", sandbox_id="sb_g", minutes=30)
+        assert (await client.post("/v1/events", json=[late], headers={**admin, **BATCH})).status_code == 202
+        start, end = period_bounds(now_us(), cut.billing.period)
+        prices = client.app.state.prices
+        await run_billing(db, cut, start, end, prices=prices)
+        await run_billing(db, cut, start, end, now_us=end + cut.billing.grace_seconds * 1_000_000 + 1, prices=prices)
+        invoices = (await client.get("/v1/invoices", headers=admin)).json()["items"]
+    adjusted = next(i for i in invoices if i["id"] != jan["id"])
+    assert (adjusted["status"], adjusted["total"]) == ("finalized", "0.100000")  # 0.05 running + 0.05 extensions
+
+    ok = verify(cut, METERING_LIFETIME__BILL_BEYOND="false")
+    assert ok.returncode == 0 and "2 finalized invoices re-derived: every one matches" in ok.stdout, ok.stderr
+    # Under the default policy the same invoices are not what billing would have made.
+    full = await verify_invoices(db, prices, lifetime=LifetimePolicy())
+    assert [str(d).split(": ", 1)[1] for d in full.differences] == [
+        "running dep_1 giga-mini: stored 0.033333 (1200.000000 s), derived 0.200000 (7200.000000 s)",
+        "adjustment dep_1 giga-mini (running, for the period from 2026-01-01T00:00:00Z): "
+        "stored 0.050000 (1800.000000 s), derived no line"]
+
+    await tamper_line(db, adjusted["id"], "adjustment", 1)
+    bad = verify(cut, METERING_LIFETIME__BILL_BEYOND="false")
+    assert bad.returncode == 1 and "2 finalized invoices re-derived: 1 differ" in bad.stderr
+    assert [line.split(": ", 1)[1] for line in bad.stdout.splitlines()][0] == (
+        "adjustment dep_1 giga-mini (extension, for the period from 2026-01-01T00:00:00Z): "
+        "stored 0.000001 (x 2), derived 0.050000 (x 2)"), bad.stdout

@@ -32,6 +32,10 @@ def test_tiny_benchmarks_run(tmp_path):
     assert r[f"single_event_{ENGINES[0]}_admin_token"]["error_count"] == 0
     assert r["floor_before"]["events"] == r["floor_after"]["events"] == events
     assert r["usage_query"]["latency_ms"]["p99"] > 0
+    # The cost query runs on the usage query's store (built once).
+    cost = r["cost_query"]
+    assert cost["latency_ms"]["p99"] > 0 and cost["queries"] == p["usage_queries"]
+    assert cost["build_seconds"] == r["usage_query"]["build_seconds"]
     assert "2026-01-01T00:00:00Z" in r["billing_run"]["output"]
     assert f"{p['billing_workspaces']} invoices" in r["billing_run"]["output"]
     assert "summary" not in r and bench_run.summary(results).count("\n") == len(r)

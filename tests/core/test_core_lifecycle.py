@@ -22,19 +22,19 @@ def ev(minute: int, kind: str, template: str | None = "giga-mini", *, minutes: i
 
 def test_running_then_stopped():
     assert derive([ev(0, "provisioning"), ev(1, "running"), ev(91, "stopped")]) == (
-        [Interval(1 * MIN, 91 * MIN, "giga-mini", "d1")], [])
+        [Interval(1 * MIN, 91 * MIN, "giga-mini", "d1", 16 * MIN)], [])
 
 
 def test_open_interval_and_restart():
     events = [ev(0, "running"), ev(10, "stopped"), ev(20, "running", "giga-pro", dep="d2")]
-    assert derive(events) == ([Interval(0, 10 * MIN, "giga-mini", "d1"),
-                               Interval(20 * MIN, None, "giga-pro", "d2")], [])
+    assert derive(events) == ([Interval(0, 10 * MIN, "giga-mini", "d1", 15 * MIN),
+                               Interval(20 * MIN, None, "giga-pro", "d2", 35 * MIN)], [])
 
 
 def test_running_while_running_keeps_the_opening_template():
     events = [ev(0, "running", "giga-mini"), ev(5, "running", "giga-max"), ev(30, "stopped"),
               ev(31, "stopped")]
-    assert derive(events) == ([Interval(0, 30 * MIN, "giga-mini", "d1")], [])
+    assert derive(events) == ([Interval(0, 30 * MIN, "giga-mini", "d1", 15 * MIN)], [])
 
 
 def test_stopped_while_not_running_changes_nothing():
@@ -44,7 +44,7 @@ def test_stopped_while_not_running_changes_nothing():
 def test_events_after_terminated_are_ignored():
     events = [ev(0, "running"), ev(30, "terminated"), ev(40, "running"),
               ev(45, "extended", minutes=15), ev(50, "stopped")]
-    assert derive(events) == ([Interval(0, 30 * MIN, "giga-mini", "d1")], [])
+    assert derive(events) == ([Interval(0, 30 * MIN, "giga-mini", "d1", 15 * MIN)], [])
 
 
 def test_ties_follow_lifecycle_rank_not_arrival():
@@ -57,8 +57,17 @@ def test_ties_follow_lifecycle_rank_not_arrival():
 
 def test_extension_counts_and_template():
     events = [ev(0, "running"), ev(3, "extended", "giga-pro", minutes=45, dep="d9")]
-    assert derive(events) == ([Interval(0, None, "giga-mini", "d1")],
+    assert derive(events) == ([Interval(0, None, "giga-mini", "d1", 60 * MIN)],
                               [Extension(3 * MIN, 3, "giga-pro", "d9")])
+
+
+def test_lifetime_end_counts_extensions_while_running_only():
+    # 15 minutes from running, plus the extensions inside the interval (the one at the stop's
+    # instant too: extended sorts before stopped); one before the restart adds nothing.
+    events = [ev(0, "running"), ev(5, "extended", minutes=30), ev(20, "extended", minutes=15), ev(20, "stopped"),
+              ev(25, "extended", minutes=45), ev(30, "running")]
+    intervals, _ = derive(events)
+    assert [i.lifetime_end for i in intervals] == [60 * MIN, 45 * MIN]
 
 
 def test_duplicates_are_billed_once():
@@ -94,7 +103,7 @@ def oracle(events):
     by_time = defaultdict(list)
     for e in unique.values():
         by_time[e.time].append(e)
-    state, since, opener = "idle", None, None
+    state, since, opener, life = "idle", None, None, None
     intervals, extensions = [], []
     for t in sorted(by_time):
         for kind in TYPE_ORDER:
@@ -103,15 +112,17 @@ def oracle(events):
                 if state == "terminated":
                     continue
                 if kind == "sandbox.running" and state != "running":
-                    state, since, opener = "running", t, e
+                    state, since, opener, life = "running", t, e, t + 15 * MIN
                 elif kind == "sandbox.extended":
                     extensions.append(Extension(t, e.minutes // 15, e.template, e.deployment_id))
+                    if state == "running":  # the paid lifetime grows only while it runs
+                        life += e.minutes * MIN
                 elif kind in ("sandbox.stopped", "sandbox.terminated"):
                     if state == "running" and t != since:
-                        intervals.append(Interval(since, t, opener.template, opener.deployment_id))
+                        intervals.append(Interval(since, t, opener.template, opener.deployment_id, life))
                     state = "terminated" if kind == "sandbox.terminated" else "stopped"
     if state == "running":
-        intervals.append(Interval(since, None, opener.template, opener.deployment_id))
+        intervals.append(Interval(since, None, opener.template, opener.deployment_id, life))
     return intervals, extensions
 
 

@@ -1,7 +1,6 @@
 import pytest
 
 from metering.settings import load_settings
-from metering.usage.compute import lifetime_policy, set_lifetime_policy
 from tests.conftest import ADMIN_TOKEN
 from tests.webhooks.conftest import SECRET, receiver  # noqa: F401  (the webhook receiver fixture)
 
@@ -23,11 +22,3 @@ def spend_settings(db_url, tmp_path, receiver, monkeypatch):
 @pytest.fixture
 def settings(spend_settings):
     return spend_settings()
-
-
-@pytest.fixture(autouse=True)
-def restore_lifetime_policy():
-    """The policy is per process: put back what a test's settings changed."""
-    before = lifetime_policy()
-    yield
-    set_lifetime_policy(before)

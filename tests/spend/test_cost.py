@@ -96,7 +96,8 @@ async def test_cost_reads_usage_in_two_statements_whatever_the_history(db, setti
 
         sa_event.listen(conn, "before_cursor_execute", record)
         try:
-            return costs_of(conn, ["ws_1"], book, (base, base + 31 * 24 * hour), base + 400 * hour)[0]
+            return costs_of(conn, ["ws_1"], book, (base, base + 31 * 24 * hour), base + 400 * hour,
+                            settings.lifetime.policy)[0]
         finally:
             sa_event.remove(conn, "before_cursor_execute", record)
 

@@ -160,3 +160,41 @@ async def test_bill_beyond_true_bills_the_ghost_in_full(client, db, settings):
     await post(client, event("sandbox.running", "2026-03-10T10:00:00Z", sandbox_id="sb_g"),
                event("sandbox.stopped", "2026-03-10T12:00:00Z", sandbox_id="sb_g"))
     assert set((await billed_everywhere(client, db, settings)).values()) == {"0.200000"}
+
+
+async def test_two_apps_in_one_process_each_bill_by_their_own_settings(db, spend_settings):
+    """``[lifetime]`` travels with the settings, not the process: an app (or a billing run)
+    made with ``bill_beyond = false`` cuts the ghost while one with the default, alive in
+    the same process and created after it, bills it in full, whichever is asked first."""
+    cut = spend_settings(lifetime={"bill_beyond": False, "tolerance_seconds": 300})
+    full = spend_settings()
+    march = {"start": "2026-03-01T00:00:00Z", "end": "2026-04-01T00:00:00Z"}
+    start, end = parse_time(march["start"]), parse_time(march["end"])
+    prices = PriceCatalog.from_file(full.pricing_file)
+
+    async def billed(client) -> dict[str, str]:
+        usage = (await client.get("/v1/workspaces/ws_1/usage", headers=ADMIN,
+                                  params={**march, "as_of": "2026-03-11T00:00:00Z"})).json()
+        cost = (await client.get("/v1/workspaces/ws_1/cost", headers=ADMIN,
+                                 params={"as_of": "2026-03-11T00:00:00Z"})).json()
+        export = await client.get("/v1/exports/usage", headers=ADMIN, params={**march, "format": "csv"})
+        (row,) = csv.DictReader(io.StringIO(export.text))
+        return {"usage": usage["total"], "cost": cost["spent"], "export": row["amount"]}
+
+    async def draft_total(client, settings) -> str:
+        # March not ended at 2026-03-20: each run refreshes the draft by its own settings.
+        await run_billing(db, settings, start, end, now_us=parse_time("2026-03-20T00:00:00Z"), prices=prices)
+        (invoice,) = (await client.get("/v1/invoices", params={"workspace_id": "ws_1"}, headers=ADMIN)).json()["items"]
+        assert invoice["status"] == "draft"
+        return invoice["total"]
+
+    async with AsyncTestClient(app=create_app(cut)) as cutting, AsyncTestClient(app=create_app(full)) as in_full:
+        # The ghost of the test above: running 10:00, stopped 12:00, lived until 10:15, cut at 10:20.
+        await post(cutting, event("sandbox.running", "2026-03-10T10:00:00Z", sandbox_id="sb_g"),
+                   event("sandbox.stopped", "2026-03-10T12:00:00Z", sandbox_id="sb_g"))
+        for _ in range(2):  # interleaved: neither app's answer depends on which was made or asked last
+            assert await billed(cutting) == dict.fromkeys(("usage", "cost", "export"), "0.033333")  # 20 min
+            assert await billed(in_full) == dict.fromkeys(("usage", "cost", "export"), "0.200000")  # 2 h
+        assert await draft_total(cutting, cut) == "0.033333"
+        assert await draft_total(cutting, full) == "0.200000"
+        assert await draft_total(in_full, cut) == "0.033333"
