@@ -73,18 +73,21 @@ def server(db_url, db, tmp_path):
     proc.stop()
 
 
-async def test_kill_minus_9_during_ingest_loses_nothing_acknowledged(server, db):
+@pytest.mark.parametrize("senders", [1, 4])
+async def test_kill_minus_9_during_ingest_loses_nothing_acknowledged(server, db, senders):
+    """With several senders at once, their requests share commits (group commit) and their
+    sandboxes' histories grow past a chunk (usage.derive): each 202 still means stored."""
     rng = random.Random(2026)
-    events = lifecycles(rng, workspaces=4, sandboxes=10, per_sandbox=12)
-    # Many small, paced batches: sending them needs more server uptime (96 x 40 ms) than five
-    # kills allow (5 x 0.4 s at most), so every kill lands while the client is still sending.
+    events = lifecycles(rng, workspaces=4, sandboxes=10, per_sandbox=12 * senders)
+    # Many small, paced batches: sending them needs more server uptime (96 x 40 ms per sender)
+    # than five kills allow (5 x 0.4 s at most), so every kill lands while clients still send.
     batches = [events[i : i + 5] for i in range(0, len(events), 5)]
     acked: list[list[dict]] = []
     failures = 0
 
-    def send() -> None:  # a client that retries a batch until it is acknowledged
+    def send(mine: list[list[dict]]) -> None:  # a client that retries a batch until it is acknowledged
         nonlocal failures
-        for batch in batches:
+        for batch in mine:
             while True:
                 try:
                     resp = httpx.post(f"{server.url}/v1/events", json=batch, headers={**AUTH, **BATCH}, timeout=10)
@@ -98,15 +101,17 @@ async def test_kill_minus_9_during_ingest_loses_nothing_acknowledged(server, db)
                     break
                 raise AssertionError(resp.text)
 
-    sender = threading.Thread(target=send)
-    sender.start()
+    threads = [threading.Thread(target=send, args=(batches[n::senders],)) for n in range(senders)]
+    for sender in threads:
+        sender.start()
     kills = 0
-    while sender.is_alive() and kills < 5:
+    while any(t.is_alive() for t in threads) and kills < 5:
         time.sleep(rng.uniform(0.05, 0.4))
         server.kill()
         kills += 1
         server.start()
-    sender.join()
+    for sender in threads:
+        sender.join()
     assert kills == 5 and failures > 0 and len(acked) == len(batches)
 
     ids = [ev["id"] for batch in acked for ev in batch]
