@@ -151,8 +151,8 @@ def measure_export(server: ServerProcess, token: str, fmt: str, rows: int) -> di
         raise RuntimeError(f"{fmt}: {data_lines:,} rows exported, {rows:,} expected")
     return {"bytes": size, "seconds": round(took, 2), "rows_per_second": round(rows / took),
             "server_cpu_seconds": round(cpu, 2), "client_cpu_seconds": round(client_cpu, 2),
-            "rss_before_mib": round(rss.base_kb / 1024, 1), "rss_peak_mib": round(rss.peak_kb / 1024, 1), "rss_growth_mib": round(rss.growth_kb / 1024, 1),
-            "vmhwm_reset": rss.hwm_reset}
+            "rss_before_mib": round(rss.base_kb / 1024, 1), "rss_peak_mib": round(rss.peak_kb / 1024, 1),
+            "rss_growth_mib": round(rss.growth_kb / 1024, 1), "vmhwm_reset": rss.hwm_reset}
 
 
 def run(url: str, rows: int, formats: list[str], workdir: Path, server_tree: Path | None) -> dict:
