@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import insert, update
 
 from metering.core.lifecycle import LifetimePolicy
-from metering.exports import columns, service
+from metering.exports import columns, formats, service
 from metering.invoices.models import Invoice, InvoiceLine
 from metering.settings import load_settings
 from metering.settlements.models import Settlement
@@ -247,14 +247,33 @@ def cases():
                                                        end="2026-01-20T00:00:00.1Z")
 
 
+def count_calls(module, name, calls):
+    def counted(*args):
+        calls.append(name)
+        return real(*args)
+
+    real = getattr(module, name)
+    return counted
+
+
 @pytest.mark.parametrize("chunk_rows", [2, CHUNK_ROWS])
 async def test_export_bytes_are_pinned(client, admin, db, bill_beyond, chunk_rows, monkeypatch):
     monkeypatch.setattr(service, "CHUNK_ROWS", chunk_rows)
+    # The usage export's two ways to a chunk's bytes: a column at a time, or (for the text
+    # that needs quoting or escaping) row by row. Both are pinned here.
+    per_row: list[str] = []
+    monkeypatch.setattr(service, "_encode", count_calls(service, "_encode", per_row))
+    monkeypatch.setattr(formats, "rows_of", count_calls(formats, "rows_of", per_row))
     await fill(db)
     got = {}
     for name, params in cases():
+        per_row.clear()
         body = (await export(client, admin, params.pop("dataset"), **params)).content
         got[name] = hashlib.sha256(body).hexdigest()[:16]
         if name == "usage.csv.ws_a" and bill_beyond:
             assert body.decode() == WS_A_CSV
+        if name.startswith("usage.") and name.endswith(".ws_a"):
+            assert per_row == [], name  # all plain: columns only
+        elif name in ("usage.csv", "usage.ndjson"):
+            assert per_row, name  # the odd workspace's rows
     assert got == PINNED[bill_beyond, chunk_rows]
