@@ -2,8 +2,8 @@
 
 Usage (from the repository root):
 
-    .venv/bin/python -m bench.export [--engine sqlite|postgresql] [--rows 1000000] [--format csv ...]
-                                     [--server-tree DIR] [--json]
+    .venv/bin/python -m bench.export [--engine sqlite|postgresql ...] [--rows 1000000] [--format csv ...]
+                                     [--before REV] [--rounds N] [--json] [--save]
 
 It makes a fresh database (SQLite file under a temporary directory, or a throw-away
 PostgreSQL database on METERING_TEST_PG, default postgresql://postgres@127.0.0.1:5432/test),
@@ -21,9 +21,11 @@ raw driver with the export's own queries (sqlite3 ``fetchmany``, an asyncpg curs
 before anything is priced, formatted or sent. Each export is also given as a ratio to the
 better of the two floors, which is what compares across machines and busy moments.
 
-``--server-tree DIR`` runs the server from another source tree (e.g. ``git archive`` of an
-earlier commit unpacked in DIR) against the same database: before and after in one run.
-``--json`` ends the output with one JSON line of every figure (``bench.run`` reads it).
+``--before REV`` also runs the server of that git revision (its tree unpacked with ``git
+archive`` into a temporary directory, run with its own code on this checkout's
+virtualenv) against the same database, alternating with this checkout's, ``--rounds``
+times: before and after in one run, beside the same floor. ``--json`` ends the output with
+one JSON line of every figure; ``--save`` writes it to ``bench/results/export-<date>.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import json
 import os
 import secrets
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +48,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import machine_info, save_result  # noqa: E402
 from metering.core.pricing import PriceBook  # noqa: E402
 from metering.db import create_database  # noqa: E402
 from metering.exports.usage import usage_parts  # noqa: E402
@@ -155,59 +159,101 @@ def measure_export(server: ServerProcess, token: str, fmt: str, rows: int) -> di
             "rss_growth_mib": round(rss.growth_kb / 1024, 1), "vmhwm_reset": rss.hwm_reset}
 
 
-def run(url: str, rows: int, formats: list[str], workdir: Path, server_tree: Path | None) -> dict:
+def _server(url: str, token: str, workdir: Path, tree: Path | None) -> ServerProcess:
+    env = {"METERING_DATABASE_URL": url, "METERING_ADMIN_TOKEN": token, "METERING_SCHEDULER__ENABLED": "false",
+           "METERING_LOG_LEVEL": "WARNING"}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    return ServerProcess(env, workdir / "server.log", cwd=tree).start()
+
+
+def _show(label: str, fmt: str, e: dict) -> None:
+    print(f"{label:7s} {fmt:8s} {e['rows_per_second']:>9,} rows/s = {e['ratio_to_floor']:.2f} of the floor: "
+          f"{e['bytes'] / 1e6:.1f} MB in {e['seconds']} s, CPU: server {e['server_cpu_seconds']} s, "
+          f"client {e['client_cpu_seconds']} s; RSS {e['rss_before_mib']:.0f} MiB, peak {e['rss_peak_mib']:.0f} MiB "
+          f"(+{e['rss_growth_mib']} MiB, VmHWM reset: {'yes' if e['vmhwm_reset'] else 'no'})", flush=True)
+
+
+def run(url: str, rows: int, formats: list[str], workdir: Path, trees: dict[str, Path | None],
+        rounds: int = 1) -> dict:
+    """Each tree's server in turn, ``rounds`` times, on one database, between two floors."""
     upgrade(url)
     began = time.monotonic()
     asyncio.run(fill(url, rows))
     print(f"filled {rows:,} rows in {time.monotonic() - began:.1f} s", flush=True)
     queries = _export_sql(url)
     out: dict = {"engine": "sqlite" if url.startswith("sqlite") else "postgresql", "rows": rows,
-                 "server_tree": str(server_tree or ROOT), "floor_before": floor(url, queries), "exports": {}}
-    print(f"floor    {out['floor_before']['rows_per_second']:>9,} rows/s (raw driver read, discarded)", flush=True)
+                 "floor_before": floor(url, queries), "rounds": []}
+    print(f"floor            {out['floor_before']['rows_per_second']:>9,} rows/s (raw driver read, discarded)",
+          flush=True)
     token = "adm_" + secrets.token_hex(16)
-    env = {"METERING_DATABASE_URL": url, "METERING_ADMIN_TOKEN": token, "METERING_SCHEDULER__ENABLED": "false",
-           "METERING_LOG_LEVEL": "WARNING"}
-    if server_tree is not None:
-        env["PYTHONPATH"] = str(server_tree)
-    server = ServerProcess(env, workdir / "server.log", cwd=server_tree).start()
-    try:
-        for fmt in formats:
-            out["exports"][fmt] = measure_export(server, token, fmt, rows)
-    finally:
-        server.stop()
+    for _ in range(rounds):
+        for label, tree in trees.items():
+            server = _server(url, token, workdir, tree)
+            try:
+                out["rounds"].append({"tree": label, "exports": {
+                    fmt: measure_export(server, token, fmt, rows) for fmt in formats}})
+            finally:
+                server.stop()
     out["floor_after"] = floor(url, queries)
+    print(f"floor            {out['floor_after']['rows_per_second']:>9,} rows/s (again, after the exports)", flush=True)
     best = max(out["floor_before"]["rows_per_second"], out["floor_after"]["rows_per_second"])
-    print(f"floor    {out['floor_after']['rows_per_second']:>9,} rows/s (again, after the exports)", flush=True)
-    for fmt, e in out["exports"].items():
-        e["ratio_to_floor"] = round(e["rows_per_second"] / best, 3)
-        print(f"{fmt:8s} {e['rows_per_second']:>9,} rows/s = {e['ratio_to_floor']:.2f} of the floor: "
-              f"{e['bytes'] / 1e6:.1f} MB in {e['seconds']} s, CPU: server {e['server_cpu_seconds']} s, "
-              f"client {e['client_cpu_seconds']} s; "
-              f"RSS {e['rss_before_mib']:.0f} MiB, peak {e['rss_peak_mib']:.0f} MiB (+{e['rss_growth_mib']} MiB, "
-              f"VmHWM reset: {'yes' if e['vmhwm_reset'] else 'no'})", flush=True)
+    for run_ in out["rounds"]:
+        for fmt, e in run_["exports"].items():
+            e["ratio_to_floor"] = round(e["rows_per_second"] / best, 3)
+            _show(run_["tree"], fmt, e)
+    # Each tree's best round per format (a busy machine only ever makes a run slower).
+    for label in trees:
+        out[label] = {fmt: max((r["exports"][fmt] for r in out["rounds"] if r["tree"] == label),
+                               key=lambda e: e["rows_per_second"]) for fmt in formats}
     return out
 
 
-def measure(engine: str, rows: int, formats: list[str], server_tree: Path | None = None) -> dict:
+def measure(engine: str, rows: int, formats: list[str], trees: dict[str, Path | None] | None = None,
+            rounds: int = 1) -> dict:
+    """``run`` on a fresh database; by default this checkout's server once (as ``exports``)."""
     with tempfile.TemporaryDirectory(prefix="metering-export-") as tmp:
         workdir = Path(tmp)
+        trees = trees or {"exports": None}
         if engine == "sqlite":
-            return run(f"sqlite+aiosqlite:///{workdir / 'bench.db'}", rows, formats, workdir, server_tree)
+            return run(f"sqlite+aiosqlite:///{workdir / 'bench.db'}", rows, formats, workdir, trees, rounds)
         with throwaway_database("metering_bench") as url:
-            return run(url, rows, formats, workdir, server_tree)
+            return run(url, rows, formats, workdir, trees, rounds)
+
+
+def unpack(rev: str, into: Path) -> Path:
+    """The tree of ``rev`` as plain files (``git archive``: no worktree, nothing in .git changes)."""
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--engine", choices=["sqlite", "postgresql"], action="append")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--format", action="append", choices=["csv", "ndjson", "parquet"])
-    parser.add_argument("--server-tree", type=Path, default=None, help="run the server from this source tree")
+    parser.add_argument("--before", metavar="REV", help="also run the server of this git revision, alternating")
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    parser.add_argument("--save", action="store_true", help="write bench/results/export-<date>.json")
     args = parser.parse_args()
-    out = measure(args.engine, args.rows, args.format or ["csv", "ndjson", "parquet"], args.server_tree)
+    formats = args.format or ["csv", "ndjson", "parquet"]
+    results: dict = {"machine": machine_info(), "engines": {}}
+    with tempfile.TemporaryDirectory(prefix="metering-before-") as tmp:
+        trees: dict[str, Path | None] = {"exports": None}
+        if args.before:
+            rev = subprocess.run(["git", "rev-parse", args.before], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.strip()
+            results["before"] = rev
+            trees = {"before": unpack(rev, Path(tmp)), "exports": None}
+        for engine in args.engine or ["sqlite"]:
+            print(f"-- {engine}", flush=True)
+            results["engines"][engine] = measure(engine, args.rows, formats, trees, args.rounds)
+    if args.save:
+        save_result("export", results)
     if args.json:
-        print(json.dumps(out))
+        print(json.dumps(results))
 
 
 if __name__ == "__main__":
