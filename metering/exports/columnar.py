@@ -122,7 +122,7 @@ def text_cells(columns: Sequence[Column], batch: pa.RecordBatch) -> list[pa.Arra
 
 def joined_bytes(lines: pa.Array) -> bytes:
     """A string array's values end to end, as one bytes object (no copy per value)."""
-    if len(lines) == 0:
+    if len(lines) == 0 or lines.buffers()[2] is None:
         return b""
     offsets = memoryview(lines.buffers()[1]).cast("i")
     first, last = offsets[lines.offset], offsets[lines.offset + len(lines)]

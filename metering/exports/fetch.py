@@ -19,15 +19,16 @@ from typing import Any
 
 import pyarrow as pa
 from sqlalchemy import Select, TypeDecorator
-from sqlalchemy.sql import sqltypes
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import sqltypes
 
 from metering.db import Database
 
 
 def query_schema(query: Select) -> pa.Schema:
     """The Arrow types of a query's columns: text and integers are all the usage tables hold."""
+
     def arrow(column: Any) -> pa.DataType:
         stored = column.type.impl_instance if isinstance(column.type, TypeDecorator) else column.type
         if isinstance(stored, sqltypes.Integer):
@@ -62,7 +63,7 @@ class Reader:
                     yield rows
             finally:
                 await cursor.close()
-        else:
+        else:  # an asyncpg cursor lives until the transaction ends: nothing to close
             cursor = await self.driver.cursor(sql, *params)
             while rows := await cursor.fetch(size):
                 yield rows  # asyncpg Records: sequences, as tuples are

@@ -103,7 +103,8 @@ class NdjsonEncoder:
         self.formatters = _formatters(columns)
         self.encoder = msgspec.json.Encoder()
         # What goes before each value: '{"kind":', then ',"workspace_id":' and so on.
-        self.keys = [("{" if i == 0 else ",") + self.encoder.encode(n).decode() + ":" for i, n in enumerate(self.names)]
+        self.keys = [("{" if i == 0 else ",") + self.encoder.encode(name).decode() + ":"
+                     for i, name in enumerate(self.names)]
 
     def begin(self) -> bytes:
         return b""
