@@ -23,8 +23,9 @@ def free_port() -> int:
 class ServerProcess:
     """``metering serve`` on a free port; logs go to a file the test can read."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None, cwd: Path | None = None) -> None:
         self.env = {**os.environ, **env}
+        self.cwd = cwd or ROOT  # another source tree runs that tree's code (bench/export.py)
         self.port = port or free_port()
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -37,7 +38,7 @@ class ServerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "metering.cli", "serve", "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

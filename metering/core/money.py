@@ -11,6 +11,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from functools import lru_cache
+from typing import Any
 
 MICRO = 1_000_000
 
@@ -28,6 +29,23 @@ def round_micro(x: Fraction | int) -> int:
     if isinstance(x, bool) or not isinstance(x, (int, Fraction)):
         raise TypeError(f"round_micro takes int or Fraction, not {type(x).__name__}")
     return round(x) if isinstance(x, Fraction) else x
+
+
+def round_micro_columns(numerators: Any, denominators: Any) -> Any:
+    """:func:`round_micro` of ``Fraction(n, d)`` for whole Arrow columns of int64 ``n`` and ``d``
+    (the export's bulk path): the same rule, half to even, in integer arithmetic.
+
+    Takes ``0 <= n`` and ``0 < d < 2**62`` (the caller checks; nothing here can overflow then).
+    pyarrow is imported here, not above: the rest of core does not need it.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    quotient = pc.divide(numerators, denominators)  # integer division: floor, for n >= 0
+    twice_rest = pc.multiply(pc.subtract(numerators, pc.multiply(quotient, denominators)), 2)
+    odd = pc.equal(pc.bit_wise_and(quotient, 1), 1)
+    up = pc.or_(pc.greater(twice_rest, denominators), pc.and_(pc.equal(twice_rest, denominators), odd))
+    return pc.add(quotient, pc.cast(up, pa.int64()))
 
 
 def _format_fixed6(units: int) -> str:

@@ -2,6 +2,9 @@
 
 Each encoder has ``begin()`` (bytes before the first row), ``chunk(rows)`` and
 ``finish()``; all three are plain functions so the caller may run them off the event loop.
+``batch(record_batch)`` takes a chunk as Arrow columns (``columnar.typed_schema``) and writes
+the same bytes as ``chunk`` would for its rows, a column at a time; text it cannot write
+that way (to quote or escape) goes through ``chunk``.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from typing import Any, Protocol
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from metering.core.money import format_money
 from metering.core.timeutil import format_time
+from metering.exports.columnar import joined_bytes, micros_decimal, rows_of, text_cells
 from metering.exports.columns import DECIMAL, INT, MICROS, TEXT, TIME, Column
 
 MEDIA_TYPES = {
@@ -31,6 +36,7 @@ Row = Sequence[Any]
 class Encoder(Protocol):
     def begin(self) -> bytes: ...
     def chunk(self, rows: Sequence[Row]) -> bytes: ...
+    def batch(self, batch: pa.RecordBatch) -> bytes: ...
     def finish(self) -> bytes: ...
 
 
@@ -76,6 +82,14 @@ class CsvEncoder:
         self.writer.writerows(_format_row(self.formatters, r) for r in rows)
         return self._take()
 
+    def batch(self, batch: pa.RecordBatch) -> bytes:
+        cells = text_cells(self.columns, batch)
+        if cells is None:
+            return self.chunk(rows_of(batch))
+        # Plain text: no field needs quotes, so a record is its fields joined by commas.
+        records = pc.binary_join_element_wise(*cells, ",", null_handling="replace", null_replacement="")
+        return joined_bytes(pc.binary_join_element_wise(records, "\r\n", ""))
+
     def finish(self) -> bytes:
         return b""
 
@@ -84,9 +98,13 @@ class NdjsonEncoder:
     """One JSON object per line, keys in column order; money and times are strings."""
 
     def __init__(self, columns: Sequence[Column]) -> None:
+        self.columns = columns
         self.names = [c.name for c in columns]
         self.formatters = _formatters(columns)
         self.encoder = msgspec.json.Encoder()
+        # What goes before each value: '{"kind":', then ',"workspace_id":' and so on.
+        self.keys = [("{" if i == 0 else ",") + self.encoder.encode(name).decode() + ":"
+                     for i, name in enumerate(self.names)]
 
     def begin(self) -> bytes:
         return b""
@@ -94,6 +112,17 @@ class NdjsonEncoder:
     def chunk(self, rows: Sequence[Row]) -> bytes:
         lines = [self.encoder.encode(dict(zip(self.names, _format_row(self.formatters, r)))) for r in rows]
         return b"\n".join(lines) + b"\n" if lines else b""
+
+    def batch(self, batch: pa.RecordBatch) -> bytes:
+        cells = text_cells(self.columns, batch)
+        if cells is None:
+            return self.chunk(rows_of(batch))
+        parts: list[Any] = []
+        for key, column, cell in zip(self.keys, self.columns, cells):
+            # Plain text needs no escaping: a JSON string is the text in quotes; INT is a number.
+            value = cell if column.kind == INT else pc.binary_join_element_wise('"', cell, '"', "")
+            parts += [key, pc.coalesce(value, "null")]
+        return joined_bytes(pc.binary_join_element_wise(*parts, "}\n", ""))
 
     def finish(self) -> bytes:
         return b""
@@ -181,6 +210,20 @@ class ParquetEncoder:
         for i, (column, field) in enumerate(zip(self.columns, self.schema)):
             convert = _ARROW_VALUE[column.kind]
             arrays.append(pa.array([None if r[i] is None else convert(r[i]) for r in rows], type=field.type))
+        self.writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        return self.sink.take()
+
+    def batch(self, batch: pa.RecordBatch) -> bytes:
+        assert self.writer is not None
+        if not batch.num_rows:
+            return b""  # as chunk: no empty row group
+        arrays = []
+        for column, field, values in zip(self.columns, self.schema, batch.columns):
+            if column.kind == MICROS:
+                values = micros_decimal(values)
+            elif column.kind in (DECIMAL, TIME):  # exact text to decimal; microseconds to timestamp
+                values = pc.cast(values, field.type)
+            arrays.append(values)
         self.writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         return self.sink.take()
 

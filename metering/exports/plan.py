@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from sqlalchemy import Select
 
 from metering.core.timeutil import format_time
@@ -14,14 +15,22 @@ from metering.errors import Invalid, NotFound, field_error
 from metering.exports.columns import DATASETS, FORMATS
 
 Convert = Callable[[Sequence[Any]], list[tuple[Any, ...]]]
+ColumnConvert = Callable[[pa.RecordBatch], "pa.RecordBatch | None"]
 
 
 @dataclass(frozen=True)
 class Part:
-    """One query, read in chunks; ``convert`` maps a chunk of its rows to export rows."""
+    """One query, read in chunks; ``convert`` maps a chunk of its rows to export rows.
+
+    With ``columns``, the part is read in bulk (``fetch``): a chunk arrives as an Arrow
+    record batch of the query's columns and ``columns`` maps it to a batch of export rows
+    (``columnar.typed_schema``), the same rows ``convert`` makes, or answers None to have
+    ``convert`` do that chunk.
+    """
 
     query: Select
     convert: Convert
+    columns: ColumnConvert | None = None
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,14 @@
 
 Memory stays flat whatever the row count: the database hands over ``CHUNK_ROWS`` rows at
 a time (a server-side cursor on PostgreSQL, a stepping cursor on SQLite), each chunk is
-converted and encoded, and its bytes are yielded before the next chunk is read. Slow
-readers slow the export down rather than buffer it (the server applies back-pressure).
+converted and encoded, and its bytes are sent before more than one further chunk is
+read. Slow readers slow the export down rather than buffer it (the server applies
+back-pressure).
+
+The usage dataset, which can run to millions of rows, is read in bulk: straight from the
+driver (``fetch``), each chunk one Arrow record batch, priced and encoded a column at a
+time (``usage_columns``, ``Encoder.batch``). The other datasets, a few rows per invoice or
+settlement, go through SQLAlchemy and the API's own views, a row at a time.
 
 All rows come from one read transaction (REPEATABLE READ on PostgreSQL, a WAL snapshot on
 SQLite), so an export is consistent even while usage is re-derived underneath it.
@@ -11,23 +17,29 @@ SQLite), so an export is consistent even while usage is re-derived underneath it
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing
 from typing import Any
 
 import anyio.to_thread
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from metering.core.lifecycle import LifetimePolicy
 from metering.core.pricing import PriceBook
 from metering.db import Database
+from metering.exports.columnar import batch_of_rows
 from metering.exports.columns import DATASETS
+from metering.exports.fetch import query_schema, reader, snapshot
 from metering.exports.formats import Encoder, make_encoder
 from metering.exports.plan import ExportRequest, Part
 from metering.exports.usage import overrun_parts, usage_parts
 
+__all__ = ["CHUNK_ROWS", "estimate_rows", "export", "plan", "snapshot"]
+
 CHUNK_ROWS = 5_000
+_DONE = object()
+_producers: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 
 
 def plan(request: ExportRequest, book: PriceBook, now: int, lifetime: LifetimePolicy) -> list[Part]:
@@ -45,39 +57,84 @@ def plan(request: ExportRequest, book: PriceBook, now: int, lifetime: LifetimePo
             "settlements": settlement_parts}[request.dataset](start, end, ws)
 
 
-@asynccontextmanager
-async def snapshot(db: Database) -> AsyncIterator[AsyncConnection]:
-    async with db.engine.connect() as conn:
-        if not db.is_sqlite:
-            await conn.execution_options(isolation_level="REPEATABLE READ")
-        async with conn.begin():
-            yield conn
-
-
 def _encode(encoder: Encoder, part: Part, raw: Sequence[Any]) -> tuple[bytes, int]:
     rows = part.convert(raw)
     return encoder.chunk(rows), len(rows)
+
+
+def _encode_bulk(encoder: Encoder, part: Part, raw: Sequence[Any]) -> tuple[bytes, int]:
+    """A chunk of driver tuples as Arrow columns, or row by row where the columns cannot take it."""
+    assert part.columns is not None
+    batch = part.columns(batch_of_rows(raw, query_schema(part.query)))
+    if batch is None:
+        return _encode(encoder, part, raw)
+    return encoder.batch(batch), batch.num_rows
+
+
+async def _chunks(db: Database, parts: list[Part]) -> AsyncIterator[tuple[Part, Sequence[Any]]]:
+    """Every part's rows, chunk by chunk, from one snapshot: through the driver when every
+    part takes Arrow batches (the usage dataset), through SQLAlchemy otherwise."""
+    if all(part.columns is not None for part in parts):
+        async with reader(db) as source:
+            for part in parts:
+                async with aclosing(source.chunks(part.query, CHUNK_ROWS)) as chunks:
+                    async for raw in chunks:
+                        yield part, raw
+        return
+    async with snapshot(db) as conn:
+        for part in parts:
+            result = await conn.stream(part.query.execution_options(yield_per=CHUNK_ROWS))
+            async for raw in result.partitions():
+                yield part, raw
+
+
+async def _produce(db: Database, parts: list[Part], encoder: Encoder, out: asyncio.Queue[Any],
+                   room: asyncio.Semaphore) -> None:
+    """Read and encode every chunk, one ahead of the sender: it waits for ``room`` before each."""
+    async with aclosing(_chunks(db, parts)) as chunks:
+        async for part, raw in chunks:
+            await room.acquire()
+            # Pricing and encoding a chunk is CPU work: off the event loop, so other
+            # requests keep being served during a large export.
+            encode = _encode if part.columns is None else _encode_bulk
+            out.put_nowait(await anyio.to_thread.run_sync(encode, encoder, part, raw))
 
 
 async def export(
     db: Database, request: ExportRequest, book: PriceBook, now: int,
     on_rows: Callable[[int], None] | None = None, *, lifetime: LifetimePolicy,
 ) -> AsyncIterator[bytes]:
-    """The export's bytes, chunk by chunk; ``on_rows`` hears how many rows each chunk had."""
+    """The export's bytes, chunk by chunk; ``on_rows`` hears how many rows each chunk had.
+
+    The database is read in a task of its own, so that the next chunk is read and encoded
+    while this one is being sent, and so that when the client goes away midway (the
+    response is cancelled), cancelling that task once lets it end its read transaction and
+    give its connection back undisturbed.
+    """
     encoder = make_encoder(request.format, DATASETS[request.dataset])
     if head := encoder.begin():
         yield head
-    async with snapshot(db) as conn:
-        for part in plan(request, book, now, lifetime):
-            result = await conn.stream(part.query.execution_options(yield_per=CHUNK_ROWS))
-            async for raw in result.partitions():
-                # Pricing and encoding a chunk is CPU work: off the event loop, so other
-                # requests keep being served during a large export.
-                data, count = await anyio.to_thread.run_sync(_encode, encoder, part, raw)
-                if data:
-                    yield data
-                if on_rows is not None:
-                    on_rows(count)
+    chunks: asyncio.Queue[Any] = asyncio.Queue()
+    room = asyncio.Semaphore(1)  # one chunk made ahead of the one being sent: flat memory
+    producer = asyncio.create_task(_produce(db, plan(request, book, now, lifetime), encoder, chunks, room))
+    _producers.add(producer)
+
+    def finished(task: asyncio.Task[None]) -> None:
+        _producers.discard(task)
+        chunks.put_nowait(_DONE)  # after the last chunk, or after whatever stopped it
+
+    producer.add_done_callback(finished)
+    try:
+        while (chunk := await chunks.get()) is not _DONE:
+            room.release()
+            data, count = chunk
+            if data:
+                yield data
+            if on_rows is not None:
+                on_rows(count)
+        producer.result()  # raises what stopped it early
+    finally:
+        producer.cancel()  # nothing if it is done
     if tail := encoder.finish():
         yield tail
 

@@ -20,6 +20,7 @@ from metering.core.money import round_micro, unit_price_text
 from metering.core.periods import floor_to
 from metering.core.pricing import PriceBook
 from metering.exports.plan import Part
+from metering.exports.usage_columns import extension_columns, running_columns
 from metering.spend.overruns import overrun_pieces
 from metering.usage.compute import StoredInterval, clip
 from metering.usage.models import UsageExtension, UsageInterval, still_running
@@ -83,10 +84,12 @@ def usage_parts(book: PriceBook, start: int, end: int, workspace_id: str | None,
                         unit_price_text(charge / count), round_micro(charge)))
         return out
 
+    # The same rows over Arrow columns, for the bulk read (usage_columns).
+    running = running_columns(book, start, end, as_of, lifetime)
     return [
-        Part(closed_intervals(start, end, workspace_id), running_rows),
-        Part(open_intervals(end, workspace_id), running_rows),
-        Part(extensions(start, end, workspace_id), extension_rows),
+        Part(closed_intervals(start, end, workspace_id), running_rows, running),
+        Part(open_intervals(end, workspace_id), running_rows, running),
+        Part(extensions(start, end, workspace_id), extension_rows, extension_columns(book)),
     ]
 
 

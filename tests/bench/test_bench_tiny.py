@@ -38,6 +38,10 @@ def test_tiny_benchmarks_run(tmp_path):
     assert cost["build_seconds"] == r["usage_query"]["build_seconds"]
     assert "2026-01-01T00:00:00Z" in r["billing_run"]["output"]
     assert f"{p['billing_workspaces']} invoices" in r["billing_run"]["output"]
+    for engine in ENGINES:
+        exported = r[f"export_{engine}"]
+        assert exported["floor_before"]["rows"] == exported["rows"] == p["export_rows"]
+        assert exported["exports"]["csv"]["rows_per_second"] > 0 and exported["exports"]["csv"]["ratio_to_floor"] > 0
     assert "summary" not in r and bench_run.summary(results).count("\n") == len(r)
 
 

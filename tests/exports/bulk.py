@@ -1,6 +1,6 @@
 """Large usage tables made by the database itself, and a process's memory as Linux reports it.
 
-Shared by the memory test and ``bench/export_rss.py``.  Rows are generated with one
+Shared by the memory test and ``bench/export.py``.  Rows are generated with one
 ``INSERT ... SELECT`` over a recursive counter (SQLite and PostgreSQL alike): nothing is
 built in Python, so a million rows take seconds.
 """
