@@ -54,10 +54,15 @@ def cell(engine: str, batch: int, clients: int, total: int, workdir: Path) -> di
             "batch_latency_ms": out["batch_latency_ms"], "cpu_us_per_event": cpu, "load_average": load_average()}
 
 
-def _life_batches(sandboxes: int, skip: int, events_each: int, per_batch: int, prefix: str,
+def _life_batches(sandboxes: int, skip: int, events_each: int, per_batch: int, suffix: str,
                   start_us: int) -> list[list[dict]]:
-    """Events ``skip`` to ``skip + events_each`` of each long sandbox, round-robin, in batches."""
-    lives = [list(long_life(f"ws_{i % 100:05d}", f"{prefix}{i:06d}", start_us + i * SECOND,
+    """Events ``skip`` to ``skip + events_each`` of each long sandbox, round-robin, in batches.
+
+    Sandbox ``i`` is ``H<i><suffix>``: a new sandbox's keys (its events' ids, its state and
+    history rows) sit beside those of the old sandbox ``H<i>`` in every index, so both kinds
+    write to the same parts of the same b-trees and only the history differs.
+    """
+    lives = [list(long_life(f"ws_{i % 100:05d}", f"H{i:06d}{suffix}", start_us + i * SECOND,
                             skip + events_each + 1, TEMPLATES[i % len(TEMPLATES)]))[skip:skip + events_each]
              for i in range(sandboxes)]
     flat = [life[k] for k in range(events_each) for life in lives]
@@ -73,13 +78,13 @@ def history(engine: str, sandboxes: int, history_len: int, batches: int, workdir
     start_us = (time.time_ns() // 1000 - (history_len + 2 * events_each + 2) * QUARTER - sandboxes * SECOND)
     start_us -= start_us % SECOND
     with fresh_database(engine, workdir) as url, running_server(url, workdir / f"history-{engine}.log") as (srv, tok):
-        old = _life_batches(sandboxes, 0, history_len, 10_000, "H", start_us)  # loaded, not timed
+        old = _life_batches(sandboxes, 0, history_len, 10_000, "", start_us)  # loaded, not timed
         _load("batches", srv.url, tok, *encoded(old), 3600, concurrency=2)
         # Alternate the two kinds so that a change in the machine's load hits both alike.
         runs = {"new": [], "with_history": []}
         for rnd in range(2):
-            for kind, (skip, prefix) in (("new", (0, f"N{rnd}")), ("with_history", (history_len + rnd * events_each, "H"))):
-                bodies, counts = encoded(_life_batches(sandboxes, skip, events_each, per_batch, prefix, start_us))
+            for kind, (skip, suffix) in (("new", (0, f"n{rnd}")), ("with_history", (history_len + rnd * events_each, ""))):
+                bodies, counts = encoded(_life_batches(sandboxes, skip, events_each, per_batch, suffix, start_us))
                 began = time.perf_counter()
                 res = _load("batches", srv.url, tok, bodies, counts, 1200, concurrency=2)
                 assert res["error_count"] == 0, res["errors"]
