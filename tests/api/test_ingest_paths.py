@@ -71,14 +71,15 @@ async def _write(db, batches):
         return await conn.run_sync(partial(write_group, batches=_prepared(batches), derivation=USAGE_DERIVATION))
 
 
-@pytest.fixture(params=["session", "writer"])
+@pytest.fixture(params=["session", "writer", "big"])
 def write(request, db):
     """``_write``, or the way the service writes: through the database's ingest writer (a
-    process of its own on SQLite, its own asyncpg connection on PostgreSQL)."""
+    process of its own on SQLite, its own asyncpg connection on PostgreSQL), as a small
+    group or as a big one (on PostgreSQL, written by a thread: db.pg_writer)."""
     if request.param == "session":
         return partial(_write, db)
     return lambda batches: db.write_runner().run(
-        partial(write_group, batches=_prepared(batches), derivation=USAGE_DERIVATION))
+        partial(write_group, batches=_prepared(batches), derivation=USAGE_DERIVATION), big=request.param == "big")
 
 
 async def _count(db, table):
