@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 
-from litestar import Controller, Request, get
+import msgspec
+from litestar import Controller, MediaType, Request, Response, get
 from litestar.params import FromPath, FromQuery
 
 from metering.api.auth import ensure_workspace, require_scope
@@ -28,6 +28,11 @@ def group_by_param(value: str | None) -> tuple[str, ...]:
     return tuple(parts)
 
 
+# Past this many rows, or this many priced pieces (each row is priced in at most as many
+# pieces as there are items), the answer is counted, priced and encoded on a thread, and the
+# event loop answers other requests meanwhile: 10,000 items took it over 100 ms on a loaded
+# machine (the count and the exact total included, which were made on the loop).
+ROWS_ON_LOOP = 1_000
 PIECES_ON_LOOP = 5_000
 
 
@@ -47,6 +52,30 @@ def usage_items(intervals, extensions, book, span: dict) -> tuple[list[dict], di
     return items, buckets
 
 
+def check_count(intervals, extensions, span: dict) -> int:  # type: ignore[no-untyped-def]
+    """How many items the query answers; 422 past ``MAX_ITEMS``."""
+    count = count_items(intervals, extensions, **span)
+    if count > MAX_ITEMS:
+        raise Invalid(f"the query would answer more than {MAX_ITEMS} items; narrow it",
+                      [field_error("use a longer window or a shorter range", "window"),
+                       field_error("group by fewer fields", "group_by")])
+    return count
+
+
+def usage_answer(  # type: ignore[no-untyped-def]
+    intervals, extensions, book, span: dict, head: dict, counted: bool
+) -> bytes:
+    """The whole answer's JSON: ``head``, then the items and their total (``counted``: else
+    first ``check_count``)."""
+    if not counted:
+        check_count(intervals, extensions, span)
+    items, buckets = usage_items(intervals, extensions, book, span)
+    return _encode({**head, "items": items, "total": format_money(round_micro(total(buckets)))})
+
+
+_encode = msgspec.json.Encoder().encode
+
+
 class UsageController(Controller):
     path = "/v1/workspaces/{workspace_id:str}/usage"
     tags = ["usage"]
@@ -63,7 +92,7 @@ class UsageController(Controller):
         group_by: FromQuery[str | None] = None,
         window: FromQuery[str | None] = None,
         as_of: FromQuery[str | None] = None,
-    ) -> dict:
+    ) -> Response[dict]:
         id_param("workspace_id", workspace_id)
         ensure_workspace(request.state.principal, workspace_id)
         start_us, end_us = range_params(start, end)
@@ -77,22 +106,11 @@ class UsageController(Controller):
         book = await request.app.state.prices.refresh(db)
         intervals, extensions = await read_usage_rows(db, workspace_id, start_us, end_us)
         span = dict(start=start_us, end=end_us, as_of=as_of_us, group_by=groups, window=window)
-        count = count_items(intervals, extensions, **span)
-        if count > MAX_ITEMS:
-            raise Invalid(f"the query would answer more than {MAX_ITEMS} items; narrow it",
-                          [field_error("use a longer window or a shorter range", "window"),
-                           field_error("group by fewer fields", "group_by")])
-        work = partial(usage_items, intervals, extensions, book, span)
-        # Each row is priced in at most ``count`` pieces: past a few thousand pieces the work
-        # goes to a thread, and the event loop answers meanwhile.
-        pieces = (len(intervals) + len(extensions)) * max(count, 1)
-        items, buckets = await asyncio.to_thread(work) if pieces > PIECES_ON_LOOP else work()
-        return {
-            "workspace_id": workspace_id,
-            "start": format_time(start_us),
-            "end": format_time(end_us),
-            "as_of": format_time(as_of_us),
-            "currency": "USD",
-            "items": items,
-            "total": format_money(round_micro(total(buckets))),
-        }
+        head = {"workspace_id": workspace_id, "start": format_time(start_us), "end": format_time(end_us),
+                "as_of": format_time(as_of_us), "currency": "USD"}
+        rows = len(intervals) + len(extensions)
+        if rows <= ROWS_ON_LOOP and rows * max(check_count(intervals, extensions, span), 1) <= PIECES_ON_LOOP:
+            body = usage_answer(intervals, extensions, book, span, head, counted=True)
+        else:
+            body = await asyncio.to_thread(usage_answer, intervals, extensions, book, span, head, counted=False)
+        return Response(body, media_type=MediaType.JSON)
