@@ -9,13 +9,6 @@ to asyncpg directly (``PgTransaction``), and ``BEGIN`` goes with the transaction
 statement (``Statements.open``) in one round trip.  One transaction at a time: ingest
 transactions are serialized anyway (events.service ``PG_INGEST_BEGIN``).
 
-A big transaction (``run(fn, on_thread=True)``: thousands of events) runs ``fn`` on a thread
-instead, and only its statements on the event loop: the Python between them (the usage
-derivation's grouping and fold, the building of the rows' JSON, the conflict checks) held
-the loop for hundreds of milliseconds at a time, on a loaded machine, for a 10,000-event batch.
-The thread holds the GIL too, but hands it back to the loop at every switch interval
-(api.server ``GIL_SWITCH_SECONDS``), so the loop goes on answering meanwhile.
-
 A connection the server closed between transactions is replaced (db.pg_connection), and a
 transaction whose first round trip found it gone is run again on a new one.  If it is lost
 later, nothing was committed, or (lost in the ``COMMIT``) nobody knows: the requests get a
@@ -24,8 +17,6 @@ later, nothing was committed, or (lost in the ``COMMIT``) nobody knows: the requ
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -41,27 +32,18 @@ T = TypeVar("T")
 
 
 class PgTransaction:
-    """``Statements`` (db.statements) on an asyncpg connection, from inside the writer's
-    greenlet, or from a thread while ``loop`` runs the statements."""
+    """``Statements`` (db.statements) on an asyncpg connection, from inside the writer's greenlet."""
 
     dialect = "postgresql"
 
-    def __init__(self, conn: asyncpg.Connection, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
-        self.loop = loop  # set: the transaction's function runs on a thread, its statements on this loop
         self.begun = False
         self.answered = False  # a round trip of this transaction has come back
-        self.abandoned = False  # its caller is gone (cancelled): no statement more
         self._savepoints = 0
 
     def _run(self, call: Any) -> Any:
-        if self.loop is None:
-            result = await_only(call)
-        else:
-            if self.abandoned:
-                call.close()
-                raise asyncio.CancelledError("the ingest transaction was abandoned")
-            result = asyncio.run_coroutine_threadsafe(call, self.loop).result()
+        result = await_only(call)
         self.answered = True
         return result
 
@@ -107,14 +89,12 @@ class PgWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self._own = OwnConnection(engine)
 
-    async def run(self, fn: Callable[[PgTransaction], T], *, on_thread: bool = False) -> T:
-        """``on_thread``: ``fn`` runs on a thread (a big transaction), its statements here."""
+    async def run(self, fn: Callable[[PgTransaction], T]) -> T:
         async with self._own.lock:
             for last_try in (False, True):
                 tx = None
                 try:
-                    loop = asyncio.get_running_loop() if on_thread else None
-                    tx = PgTransaction(await self._own.get(), loop)
+                    tx = PgTransaction(await self._own.get())
                     return await self._transaction(tx, fn)
                 except GONE as exc:
                     self._own.drop()
@@ -125,7 +105,7 @@ class PgWriter:
 
     async def _transaction(self, tx: PgTransaction, fn: Callable[[PgTransaction], T]) -> T:
         try:
-            result = await (_on_thread(fn, tx) if tx.loop is not None else greenlet_spawn(fn, tx))
+            result = await greenlet_spawn(fn, tx)
             if tx.begun:
                 await tx.conn.execute("COMMIT")
             return result
@@ -136,7 +116,6 @@ class PgWriter:
                 await self._rollback(tx.conn)
             raise
         except BaseException:  # cancelled, maybe mid-statement: closed, the server rolls it back
-            tx.abandoned = True  # a thread still running it sends nothing more
             self._own.drop()
             raise
 
@@ -148,16 +127,6 @@ class PgWriter:
 
     async def close(self) -> None:
         await self._own.close()
-
-
-async def _on_thread(fn: Callable[[PgTransaction], T], tx: PgTransaction) -> T:
-    """``fn(tx)`` on a thread of the default executor (``asyncio.to_thread``, whose thread, if
-    its caller is cancelled, runs on until ``fn`` next asks for a statement)."""
-    loop = asyncio.get_running_loop()
-    work = loop.run_in_executor(None, contextvars.copy_context().run, fn, tx)
-    # Cancelled, nobody reads its outcome: read here, so that it is not reported as lost.
-    work.add_done_callback(lambda done: done.cancelled() or done.exception())
-    return await work
 
 
 def _lost() -> Unavailable:

@@ -91,11 +91,9 @@ class WriteRunner:
         self._conn = _Connection(proc, *await asyncio.open_connection(sock=sock))
         return self._conn
 
-    async def run(self, fn: Callable[[Any], T], *, big: bool = False) -> T:
-        """``big``: a transaction with much Python work; in this process (PostgreSQL) ``fn``
-        then runs on a thread and only its statements on the event loop (db.pg_writer)."""
+    async def run(self, fn: Callable[[Any], T]) -> T:
         if self._pg is not None:
-            return await self._pg.run(fn, on_thread=big)
+            return await self._pg.run(fn)
         if self._path is None:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(fn)

@@ -11,9 +11,9 @@ requests that arrive while one is being written are committed together in the ne
 Repeats inside a request are found on the event loop first (a 409 needs no database).  The
 derivation's grouping is made there too when the writer runs in this process (PostgreSQL)
 and the request is small; the SQLite writer's process makes it itself, which costs less than
-sending it.  On PostgreSQL a big group (``BIG_GROUP_EVENTS``) is written by a thread, its
-grouping included, and only its statements run on the event loop (db.pg_writer): a
-10,000-event batch is about a second of Python on a loaded machine.
+sending it.  On PostgreSQL, whose writer runs on the event loop, a big request is stored and
+derived in pieces (``PIECE_EVENTS``), so that the loop answers other requests in between: in
+one piece, a 10,000-event batch held it for up to a second on a loaded machine.
 """
 
 from __future__ import annotations
@@ -70,10 +70,13 @@ PG_INGEST_BEGIN = (
 MAX_GROUP_EVENTS = 2_000
 # Groups sent to a writer process before the first is answered (see EventWriter).
 WRITER_DEPTH = 2
-# From this many events, a group written in this process (PostgreSQL) is prepared and written
-# on a thread: its Python between statements (~10 us an event, several times that on a loaded
-# machine) would hold the event loop for longer than a request should wait.
-BIG_GROUP_EVENTS = 500
+# On PostgreSQL the ingest transaction runs on the event loop (db.pg_writer), which answers
+# other requests only while it waits for a statement.  A request with more events than this
+# is stored and derived in pieces of about this many, each with statements of its own: the
+# Python between two statements (~10 us an event, several times that on a loaded machine)
+# then holds the loop for a few milliseconds, not for the whole batch.
+PIECE_EVENTS = 500
+WORKSPACE, SANDBOX = EVENT_COLUMNS.index("workspace_id"), EVENT_COLUMNS.index("sandbox_id")
 
 _canonical = msgspec.json.Encoder(order="sorted")
 
@@ -303,6 +306,8 @@ def _conflict(index: int) -> Conflict:
 def _store(sql: BulkSQL, batch: Prepared, derivation: Derivation | None) -> IngestResult:
     """Insert one request's events inside the current transaction."""
     rows, unique, indexes, derived = batch
+    if sql.is_pg and len(unique) > PIECE_EVENTS:
+        return _store_in_pieces(sql, batch, derivation)
     inserted = sql.execute_all(sql.insert_chunks(EVENTS, EVENT_COLUMNS, unique, ON_KEY_CONFLICT))
     if inserted < len(unique):  # some were stored before: repeats, or conflicts?
         stored = _stored_hashes(sql, [_key(r) for r in unique])
@@ -312,6 +317,45 @@ def _store(sql: BulkSQL, batch: Prepared, derivation: Derivation | None) -> Inge
     if derivation is not None and inserted:
         derivation.apply(sql, derived if derived is not None else derivation.prepare(unique))
     return IngestResult(accepted=inserted, duplicates=len(rows) - inserted)
+
+
+def _store_in_pieces(sql: BulkSQL, batch: Prepared, derivation: Derivation | None) -> IngestResult:
+    """``_store`` for a big request on PostgreSQL, whose transaction runs on the event loop
+    (db.pg_writer): in pieces of ``PIECE_EVENTS`` events, each with statements of its own,
+    so that the loop answers other requests between them (while each statement runs)."""
+    rows, unique, indexes, _ = batch
+    inserted = 0
+    for lo in range(0, len(unique), PIECE_EVENTS):
+        piece = unique[lo:lo + PIECE_EVENTS]
+        added = sql.execute_all(sql.insert_chunks(EVENTS, EVENT_COLUMNS, piece, ON_KEY_CONFLICT))
+        if added < len(piece):  # some were stored before: repeats, or conflicts?
+            stored = _stored_hashes(sql, [_key(r) for r in piece])
+            for offset, row in enumerate(piece):
+                if stored[_key(row)] != row[BODY_HASH]:
+                    raise _conflict(indexes[lo + offset])
+        inserted += added
+    if derivation is not None and inserted:
+        _derive(sql, derivation, unique)
+    return IngestResult(accepted=inserted, duplicates=len(rows) - inserted)
+
+
+def _derive(sql: BulkSQL, derivation: Derivation, rows: list[Row]) -> None:
+    """``derivation`` of ``rows``; on PostgreSQL in pieces of about ``PIECE_EVENTS`` events,
+    each sandbox's events in one piece (the derivation folds each sandbox on its own)."""
+    if not sql.is_pg or len(rows) <= PIECE_EVENTS:
+        derivation.apply(sql, derivation.prepare(rows))
+        return
+    by_sandbox: dict[tuple[str, str | None], list[Row]] = {}
+    for row in rows:
+        by_sandbox.setdefault((row[WORKSPACE], row[SANDBOX]), []).append(row)
+    piece: list[Row] = []
+    for events in by_sandbox.values():
+        piece += events
+        if len(piece) >= PIECE_EVENTS:
+            derivation.apply(sql, derivation.prepare(piece))
+            piece = []
+    if piece:
+        derivation.apply(sql, derivation.prepare(piece))
 
 
 def _key(row: Row) -> tuple[str, str]:
@@ -357,7 +401,7 @@ def _store_together(
     if inserted != len(new_rows):
         raise RuntimeError("events appeared while the ingest lock was held")
     if derivation is not None and new_rows:  # a few small requests: prepared here, for their new rows only
-        derivation.apply(sql, derivation.prepare(new_rows))
+        _derive(sql, derivation, new_rows)
     return outcomes  # type: ignore[return-value]
 
 
@@ -432,8 +476,8 @@ class EventWriter:
         if not rows:
             return IngestResult(accepted=0, duplicates=0)
         # In another process, the writer groups the rows itself: cheaper than sending the groups.
-        # So does the thread that writes a big group here (see _write).
-        grouped_here = self.runner.in_process and len(rows) < BIG_GROUP_EVENTS
+        # So does the transaction of a big request here, piece by piece (_store_in_pieces).
+        grouped_here = self.runner.in_process and len(rows) <= PIECE_EVENTS
         batch = prepare(rows, self.derivation if grouped_here else None)
         future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
         self._queue.append((batch, future))
@@ -479,9 +523,8 @@ class EventWriter:
 
     async def _write(self, group: list[tuple[Prepared, asyncio.Future[IngestResult]]]) -> None:
         work = partial(write_group, batches=[batch for batch, _ in group], derivation=self.derivation)
-        big = sum(len(batch.rows) for batch, _ in group) >= BIG_GROUP_EVENTS
         try:
-            outcomes = await self.runner.run(work, big=big)
+            outcomes = await self.runner.run(work)
         except asyncio.CancelledError:
             for _, future in group:
                 future.cancel()

@@ -3,13 +3,9 @@
 A connection the server closes between transactions is replaced; a transaction that finds
 it gone before anything came back runs again; one that loses it later is not acknowledged
 (503) and leaves nothing; an error rolls its transaction back and the connection goes on.
-Each holds for a small transaction and for a big one (its function on a thread, its
-statements on the event loop).
 """
 
 import asyncio
-import threading
-from functools import partial
 
 import pytest
 from sqlalchemy import text
@@ -20,16 +16,11 @@ MARK = ("INSERT INTO usage_changed_days (workspace_id, day, version) VALUES ('ws
         "ON CONFLICT (workspace_id, day) DO UPDATE SET version = usage_changed_days.version + 1")
 
 
-class Runner:
-    def __init__(self, runner, big):
-        self.run = partial(runner.run, big=big)
-
-
-@pytest.fixture(params=["small", "big"])
-def runner(request, db, engine_name):
+@pytest.fixture
+def runner(db, engine_name):
     if engine_name != "postgresql":
         pytest.skip("the SQLite writer is a process of its own: tests/api/test_writer_process.py")
-    return Runner(db.write_runner(), request.param == "big")
+    return db.write_runner()
 
 
 def _pid(tx):
@@ -90,54 +81,3 @@ async def test_an_error_rolls_back_and_the_connection_goes_on(runner, db):
         await runner.run(write)
     assert await _marks(db) == 0
     assert await runner.run(_pid) == first
-
-
-async def test_a_big_transaction_runs_on_a_thread_and_the_loop_goes_on(db, engine_name):
-    if engine_name != "postgresql":
-        pytest.skip("PostgreSQL's writer only")
-    runner, loop_thread = db.write_runner(), threading.get_ident()
-    threads, ticks = [], []
-
-    def write(tx):
-        threads.append(threading.get_ident())
-        tx.open("SELECT 1")
-        tx.count(MARK, ())
-        tx.rows("SELECT pg_sleep(0.2)", ())
-        return "stored"
-
-    async def tick():
-        while True:
-            ticks.append(1)
-            await asyncio.sleep(0.01)
-
-    ticker = asyncio.create_task(tick())
-    try:
-        assert await runner.run(write, big=True) == "stored"
-    finally:
-        ticker.cancel()
-    assert threads[0] != loop_thread and len(ticks) > 5 and await _marks(db) == 1
-    assert await runner.run(write) == "stored" and threads[1] == loop_thread  # small: on the loop
-
-
-async def test_a_big_transaction_cancelled_leaves_nothing_and_sends_nothing_more(db, engine_name):
-    if engine_name != "postgresql":
-        pytest.skip("PostgreSQL's writer only")
-    runner, later = db.write_runner(), threading.Event()
-
-    def write(tx):
-        tx.open("SELECT 1")
-        tx.count(MARK, ())
-        tx.rows("SELECT pg_sleep(0.3)", ())
-        try:
-            tx.count(MARK, ())  # cancelled meanwhile: not sent
-        finally:
-            later.set()
-
-    task = asyncio.create_task(runner.run(write, big=True))
-    await asyncio.sleep(0.1)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await asyncio.to_thread(later.wait, 5)
-    assert await _marks(db) == 0
-    assert await runner.run(_pid)  # and the next transaction has a connection
