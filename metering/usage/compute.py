@@ -207,4 +207,7 @@ def count_items(
 
 def total(buckets: dict[GroupKey, Bucket]) -> Fraction:
     """A usage query's total: the exact sum of its buckets, to be rounded once (CONTRACT 4.6)."""
+    scales = {b.scale for b in buckets.values()}
+    if len(scales) == 1:  # the usual case, one tariff: integers add faster than Fractions
+        return Fraction(sum(b.running_scaled + b.extension_scaled for b in buckets.values()), scales.pop())
     return sum((b.amount for b in buckets.values()), start=Fraction(0))

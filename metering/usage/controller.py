@@ -8,7 +8,7 @@ from litestar.params import FromPath, FromQuery
 
 from metering.api.auth import ensure_workspace, require_scope
 from metering.api.params import choice_param, id_param, range_params, time_param
-from metering.core.money import format_money, format_seconds, round_micro
+from metering.core.money import format_money, format_seconds, round_micro, round_ratio
 from metering.core.periods import WINDOWS
 from metering.core.timeutil import format_time
 from metering.db.base import now_us
@@ -41,12 +41,15 @@ def usage_items(intervals, extensions, book, span: dict) -> tuple[list[dict], di
     items = []
     for key, bucket in buckets.items():
         item: dict = {name: (format_time(value) if name == "window_start" else value) for name, value in key}
+        # Each amount is an integer over the tariff's scale (usage.compute.Bucket): rounded
+        # from there, as round_micro would round its Fraction.
+        running, extension, scale = bucket.running_scaled, bucket.extension_scaled, bucket.scale
         item.update(
             running_seconds=format_seconds(bucket.running_us),
-            running_amount=format_money(round_micro(bucket.running)),
+            running_amount=format_money(round_ratio(running, scale)),
             extensions=bucket.extensions,
-            extension_amount=format_money(round_micro(bucket.extension)),
-            amount=format_money(round_micro(bucket.amount)),
+            extension_amount=format_money(round_ratio(extension, scale)),
+            amount=format_money(round_ratio(running + extension, scale)),
         )
         items.append(item)
     return items, buckets
