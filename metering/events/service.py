@@ -182,6 +182,44 @@ def _fast_rows(
     return rows
 
 
+_decode_raw_batch = msgspec.json.Decoder(list[msgspec.Raw]).decode
+
+
+async def parse_batch_in_pieces(
+    body: bytes, *, max_events: int, template_known: TemplateCheck, latest_us: int, received_us: int
+) -> list[Row] | None:
+    """``parse_events``' fast path for a big batch, on the event loop, which answers other
+    requests between pieces of ``PIECE_EVENTS`` events; None if the body needs the dict path
+    (``parse_events``, which names the problems).
+
+    The body is split into its events' JSON by one C pass, and each event decoded on its own:
+    the same checks as the batch decoded at once, in steps of a few milliseconds.  (On a
+    thread the parse held the GIL, which the loop waited for at every step, for as long as
+    the machine's other processes kept the thread from running.)
+    """
+    try:
+        raws = _decode_raw_batch(body)
+    except msgspec.DecodeError:
+        return None
+    if len(raws) > max_events:
+        return None
+    rules = RuleCheck()
+    rows: list[Row] = []
+    for lo in range(0, len(raws), PIECE_EVENTS):
+        if lo:
+            await asyncio.sleep(0)
+        for raw in raws[lo:lo + PIECE_EVENTS]:
+            try:
+                ev, wire = _decode_one(raw), _decode_one_wire(raw)
+            except msgspec.DecodeError:  # ValidationError included
+                return None
+            time_us = _to_us(ev.time)
+            if not _passes(rules, ev, time_us, template_known, latest_us):
+                return None
+            rows.append(_row(_canonical.encode(wire), ev, time_us, received_us))
+    return rows
+
+
 def _passes(rules: RuleCheck, ev: CloudEvent, time_us: int, template_known: TemplateCheck, latest_us: int) -> bool:
     template = ev.data.template
     return (

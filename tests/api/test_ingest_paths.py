@@ -10,6 +10,7 @@
 - Migration 0006 fills sandbox_states from the events already stored, and 0010 their history.
 """
 
+import asyncio
 import re
 from functools import partial
 
@@ -48,6 +49,38 @@ def test_wire_struct_gives_the_dict_canonical_json(optional, data, minutes, keys
         ev = dict(reversed(list(ev.items())))
     body = msgspec.json.encode(ev)
     assert canonical.encode(msgspec.json.decode(body, type=WireEvent)) == canonical.encode(msgspec.json.decode(body))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    events=st.lists(st.fixed_dictionaries({
+        "type": st.sampled_from(["sandbox.running", "sandbox.stopped", "run.queued", "sandbox.bogus"]),
+        "minute": st.integers(0, 59),
+        "template": st.sampled_from(["giga-mini", "unknown-template", None]),
+        "extra": st.sampled_from([{}, {"traceparent": "00-x"}, {"specversion": "0.3"}]),
+    }), max_size=12),
+    piece=st.integers(1, 4),
+)
+def test_a_big_batch_parsed_in_pieces_is_the_batch_parsed_at_once(events, piece):
+    """events.service.parse_batch_in_pieces: the rows parse_events gives, or None (the dict path)."""
+    from metering.events import service
+
+    batch = [{**event(e["type"], f"2026-01-01T00:{e['minute']:02d}:00Z", id=f"evt_{n}", template=e["template"]),
+              **e["extra"]} for n, e in enumerate(events)]
+    body = msgspec.json.encode(batch)
+    limits = dict(max_events=10, template_known=lambda t, u: t == "giga-mini", latest_us=2**62, received_us=7)
+    saved, service.PIECE_EVENTS = service.PIECE_EVENTS, piece
+    try:
+        in_pieces = asyncio.run(service.parse_batch_in_pieces(body, **limits))
+    finally:
+        service.PIECE_EVENTS = saved
+    try:
+        at_once = parse_events(body, batch=True, **limits)
+    except Exception:  # noqa: BLE001 - a problem: the pieces leave it to the dict path
+        assert in_pieces is None
+        return
+    assert in_pieces is None or in_pieces == at_once
+    assert in_pieces is not None or any(e["extra"] for e in events)  # valid and plain: never the dict path
 
 
 def test_unknown_attributes_take_the_dict_path_and_are_kept():
