@@ -65,6 +65,17 @@ class Bucket:
     def amount(self) -> Fraction:
         return Fraction(self.running_scaled + self.extension_scaled, self.scale)
 
+    def add(self, other: Bucket) -> None:
+        """Add ``other``'s usage (a bucket of the same key, over the same scale) to this one."""
+        if other.scale != self.scale:
+            raise ValueError("buckets over different scales")
+        self.running_us += other.running_us
+        self.running_scaled += other.running_scaled
+        self.extensions += other.extensions
+        self.extension_scaled += other.extension_scaled
+        self.running_rates |= other.running_rates
+        self.extension_rates |= other.extension_rates
+
     # The distinct unit prices: exactly one means the line has a single unit price.
     @property
     def hourly_prices(self) -> set[Fraction]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get
@@ -9,11 +10,22 @@ from litestar.params import FromPath, FromQuery
 from metering.api.auth import ensure_workspace, require_scope
 from metering.api.params import choice_param, id_param, range_params, time_param
 from metering.core.money import format_money, format_seconds, round_micro, round_ratio
-from metering.core.periods import WINDOWS
+from metering.core.periods import WINDOWS, next_boundary
+from metering.core.pricing import PriceBook
 from metering.core.timeutil import format_time
 from metering.db.base import now_us
 from metering.errors import Invalid, field_error
-from metering.usage.compute import GROUP_FIELDS, MAX_ITEMS, aggregate, count_items, total
+from metering.usage.compute import (
+    GROUP_FIELDS,
+    MAX_ITEMS,
+    Bucket,
+    GroupKey,
+    _window_index,
+    aggregate,
+    clip,
+    count_items,
+    total,
+)
 from metering.usage.service import read_usage_rows
 
 
@@ -28,31 +40,26 @@ def group_by_param(value: str | None) -> tuple[str, ...]:
     return tuple(parts)
 
 
-# Past this many rows, or this many priced pieces (each row is priced in at most as many
-# pieces as there are items), the answer is counted, priced and encoded on a thread, and the
-# event loop answers other requests meanwhile: 10,000 items took it over 100 ms on a loaded
-# machine (the count and the exact total included, which were made on the loop).
-ROWS_ON_LOOP = 1_000
-PIECES_ON_LOOP = 5_000
+# A usage answer is made on the event loop in pieces of about this many priced pieces (a
+# row's share of one window) or items, with the loop free between them: at once, 10,000
+# items held it for over 100 ms on a loaded machine, and on a thread the loop waited for
+# the GIL at every step, as long as the machine's other processes kept that thread waiting.
+PIECE_WORK = 500
 
 
-def usage_items(intervals, extensions, book, span: dict) -> tuple[list[dict], dict]:  # type: ignore[no-untyped-def]
-    buckets = aggregate(intervals, extensions, book, **span)
-    items = []
-    for key, bucket in buckets.items():
-        item: dict = {name: (format_time(value) if name == "window_start" else value) for name, value in key}
-        # Each amount is an integer over the tariff's scale (usage.compute.Bucket): rounded
-        # from there, as round_micro would round its Fraction.
-        running, extension, scale = bucket.running_scaled, bucket.extension_scaled, bucket.scale
-        item.update(
-            running_seconds=format_seconds(bucket.running_us),
-            running_amount=format_money(round_ratio(running, scale)),
-            extensions=bucket.extensions,
-            extension_amount=format_money(round_ratio(extension, scale)),
-            amount=format_money(round_ratio(running + extension, scale)),
-        )
-        items.append(item)
-    return items, buckets
+def item_of(key: GroupKey, bucket: Bucket) -> dict:
+    item: dict = {name: (format_time(value) if name == "window_start" else value) for name, value in key}
+    # Each amount is an integer over the tariff's scale (usage.compute.Bucket): rounded from
+    # there, as round_micro would round its Fraction.
+    running, extension, scale = bucket.running_scaled, bucket.extension_scaled, bucket.scale
+    item.update(
+        running_seconds=format_seconds(bucket.running_us),
+        running_amount=format_money(round_ratio(running, scale)),
+        extensions=bucket.extensions,
+        extension_amount=format_money(round_ratio(extension, scale)),
+        amount=format_money(round_ratio(running + extension, scale)),
+    )
+    return item
 
 
 def check_count(intervals, extensions, span: dict) -> int:  # type: ignore[no-untyped-def]
@@ -65,15 +72,64 @@ def check_count(intervals, extensions, span: dict) -> int:  # type: ignore[no-un
     return count
 
 
-def usage_answer(  # type: ignore[no-untyped-def]
-    intervals, extensions, book, span: dict, head: dict, counted: bool
-) -> bytes:
-    """The whole answer's JSON: ``head``, then the items and their total (``counted``: else
-    first ``check_count``)."""
-    if not counted:
-        check_count(intervals, extensions, span)
-    items, buckets = usage_items(intervals, extensions, book, span)
-    return _encode({**head, "items": items, "total": format_money(round_micro(total(buckets)))})
+def aggregate_parts(intervals: list, extensions: list, span: dict) -> Iterator[tuple[list, list, dict]]:
+    """``aggregate``'s arguments cut in parts of about ``PIECE_WORK`` priced pieces: the rows
+    in slices, and a row that spans more windows than that on its own, its span cut at window
+    boundaries.  Every piece of usage falls in exactly one part, so the parts' buckets add up
+    to the whole's (``merge``)."""
+    start, end, as_of, window = span["start"], span["end"], span["as_of"], span["window"]
+    rows: list = []
+    work = 0
+    for iv in intervals:
+        clipped = clip(iv, start, end, as_of)
+        if clipped is None:
+            continue
+        windows = _window_index(clipped[1] - 1, window) - _window_index(clipped[0], window) + 1 if window else 1
+        if windows > PIECE_WORK:  # one long row: alone, a few hundred windows at a time
+            lo = clipped[0]
+            while lo < clipped[1]:
+                hi = lo
+                for _ in range(PIECE_WORK):
+                    hi = next_boundary(hi, window)
+                yield [iv], [], {**span, "start": lo, "end": min(hi, clipped[1])}
+                lo = hi
+            continue
+        rows.append(iv)
+        work += windows
+        if work >= PIECE_WORK:
+            yield rows, [], span
+            rows, work = [], 0
+    if rows:
+        yield rows, [], span
+    for lo in range(0, len(extensions), PIECE_WORK):
+        yield [], extensions[lo:lo + PIECE_WORK], span
+
+
+def merge(into: dict[GroupKey, Bucket], buckets: dict[GroupKey, Bucket]) -> None:
+    for key, bucket in buckets.items():
+        found = into.get(key)
+        if found is None:
+            into[key] = bucket
+        else:
+            found.add(bucket)
+
+
+async def usage_answer(intervals: list, extensions: list, book: PriceBook, span: dict, head: dict) -> bytes:
+    """The whole answer's JSON (``head``, the items, their total), made in pieces; 422 if it
+    would have too many items."""
+    check_count(intervals, extensions, span)
+    buckets: dict[GroupKey, Bucket] = {}
+    for ivs, exts, part in aggregate_parts(intervals, extensions, span):
+        await asyncio.sleep(0)
+        merge(buckets, aggregate(ivs, exts, book, **part))
+    keys = sorted(buckets)
+    items: list[bytes] = []
+    for lo in range(0, len(keys), PIECE_WORK):
+        await asyncio.sleep(0)
+        items.append(_encode([item_of(key, buckets[key]) for key in keys[lo:lo + PIECE_WORK]])[1:-1])
+    answer = {**head, "items": msgspec.Raw(b"[" + b",".join(items) + b"]"),
+              "total": format_money(round_micro(total(buckets)))}
+    return _encode(answer)
 
 
 _encode = msgspec.json.Encoder().encode
@@ -111,9 +167,4 @@ class UsageController(Controller):
         span = dict(start=start_us, end=end_us, as_of=as_of_us, group_by=groups, window=window)
         head = {"workspace_id": workspace_id, "start": format_time(start_us), "end": format_time(end_us),
                 "as_of": format_time(as_of_us), "currency": "USD"}
-        rows = len(intervals) + len(extensions)
-        if rows <= ROWS_ON_LOOP and rows * max(check_count(intervals, extensions, span), 1) <= PIECES_ON_LOOP:
-            body = usage_answer(intervals, extensions, book, span, head, counted=True)
-        else:
-            body = await asyncio.to_thread(usage_answer, intervals, extensions, book, span, head, counted=False)
-        return Response(body, media_type=MediaType.JSON)
+        return Response(await usage_answer(intervals, extensions, book, span, head), media_type=MediaType.JSON)
