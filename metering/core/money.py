@@ -2,7 +2,8 @@
 
 One micro-dollar is one base unit of USDC, so stored amounts, invoice lines and on-chain
 settlements share a unit. Exact intermediate amounts are ``Fraction`` of micro-dollars; they
-become integers only through :func:`round_micro`, once per reported amount.
+become integers only through :func:`round_micro`, once per reported amount (or, for an
+amount kept as an integer over a common scale, :func:`round_ratio`, which it rounds with).
 """
 
 from __future__ import annotations
@@ -24,11 +25,22 @@ def round_micro(x: Fraction | int) -> int:
     """Round an exact amount to whole micro-dollars, half to even (banker's rounding).
 
     Half-even keeps sums of many rounded amounts unbiased; ``round`` on a Fraction does
-    exactly that with integer arithmetic.
+    exactly that with integer arithmetic (``round_ratio``).
     """
     if isinstance(x, bool) or not isinstance(x, (int, Fraction)):
         raise TypeError(f"round_micro takes int or Fraction, not {type(x).__name__}")
-    return round(x) if isinstance(x, Fraction) else x
+    return round_ratio(x.numerator, x.denominator) if isinstance(x, Fraction) else x
+
+
+def round_ratio(numerator: int, denominator: int) -> int:
+    """``round_micro(Fraction(numerator, denominator))``, without making the Fraction (whose
+    gcd costs more than the rounding): where amounts are integers over a common scale."""
+    if denominator <= 0:
+        raise ValueError(f"the denominator must be positive, not {denominator}")
+    floor, remainder = divmod(numerator, denominator)
+    if 2 * remainder != denominator:
+        return floor + (2 * remainder > denominator)
+    return floor + (floor & 1)  # half: to the even neighbour
 
 
 def round_micro_columns(numerators: Any, denominators: Any) -> Any:

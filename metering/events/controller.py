@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from functools import partial
 
 from litestar import Controller, Request, post
@@ -13,13 +12,13 @@ from metering.errors import Forbidden, PayloadTooLarge, Problem, UnsupportedMedi
 from metering.events.binary import SPECVERSION_HEADER, is_binary, structured_event
 from metering.events.openapi import IngestOperation
 from metering.events.schemas import EVENT_COLUMNS, IngestResult
-from metering.events.service import Row, parse_events
+from metering.events.service import Row, parse_batch_in_pieces, parse_events
 from metering.tokens.service import Principal
 
 SINGLE_TYPES = ("application/cloudevents+json", "application/json")
 BATCH_TYPE = "application/cloudevents-batch+json"
 WORKSPACE = EVENT_COLUMNS.index("workspace_id")
-PARSE_ON_THREAD_BYTES = 256 * 1024  # ~500 events
+PARSE_BIG_BYTES = 256 * 1024  # ~500 events
 
 
 def media_type(content_type: str) -> str:
@@ -55,16 +54,23 @@ class EventController(Controller):
 
 async def ingest_body(state: State, principal: Principal, body: bytes, batch: bool) -> IngestResult:
     """Parse, check and store one request's events (api.fast_ingest serves the same call)."""
-    parse = partial(event_parser(state), body, batch=batch)
-    # A big batch takes tens of milliseconds to parse: on a thread, the event loop goes on
-    # answering requests and reading bodies meanwhile (it takes the GIL back every few ms).
-    rows = await asyncio.to_thread(parse) if len(body) > PARSE_ON_THREAD_BYTES else parse()
+    parser = event_parser(state)
+    parse = partial(parser, body, batch=batch)
+    if len(body) <= PARSE_BIG_BYTES:
+        rows = parse()
+    else:
+        # A big batch takes tens of milliseconds to parse: in pieces, the event loop goes on
+        # answering requests and reading bodies meanwhile.  A body with a problem (the dict
+        # path, which names them all) or a big single event: on a thread.
+        valid = await parse_batch_in_pieces(body, **parser.keywords) if batch else None
+        rows = valid if valid is not None else await asyncio.to_thread(parse)
     ensure_own_workspace(principal, rows)
     return await store_rows(state, rows)
 
 
-def event_parser(state: State) -> Callable[..., list[Row]]:
-    """``parse_events`` with this service's limits, received now: ``parser(body, batch=...)``."""
+def event_parser(state: State) -> partial[list[Row]]:
+    """``parse_events`` with this service's limits, received now: ``parser(body, batch=...)``
+    (``parser.keywords``: the limits, for ``parse_batch_in_pieces``)."""
     now = now_us()
     return partial(
         parse_events,

@@ -38,6 +38,9 @@ from metering.exports.usage import overrun_parts, usage_parts
 __all__ = ["CHUNK_ROWS", "estimate_rows", "export", "plan", "snapshot"]
 
 CHUNK_ROWS = 5_000
+# Rows SQLAlchemy's result machinery makes at a time on the event loop (the row-by-row
+# datasets): 5,000 at once held the loop for tens of milliseconds on a loaded machine.
+FETCH_ROWS = 1_000
 _DONE = object()
 _producers: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 
@@ -83,9 +86,15 @@ async def _chunks(db: Database, parts: list[Part]) -> AsyncIterator[tuple[Part, 
         return
     async with snapshot(db) as conn:
         for part in parts:
-            result = await conn.stream(part.query.execution_options(yield_per=CHUNK_ROWS))
-            async for raw in result.partitions():
-                yield part, raw
+            result = await conn.stream(part.query.execution_options(yield_per=FETCH_ROWS))
+            chunk: list[Any] = []
+            async for rows in result.partitions():
+                chunk.extend(rows)
+                if len(chunk) >= CHUNK_ROWS:
+                    yield part, chunk
+                    chunk = []
+            if chunk:
+                yield part, chunk
 
 
 async def _produce(db: Database, parts: list[Part], encoder: Encoder, out: asyncio.Queue[Any],

@@ -6,9 +6,11 @@
   repeats and conflicts.
 - A late event re-derives its sandbox from the history in its state row, and touches no
   other sandbox's rows.
+- A big request stored and derived in pieces (PostgreSQL) gives what it gives in one piece.
 - Migration 0006 fills sandbox_states from the events already stored, and 0010 their history.
 """
 
+import asyncio
 import re
 from functools import partial
 
@@ -21,6 +23,7 @@ from sqlalchemy import event as sa_event, text
 from metering.errors import Conflict
 from metering.events.schemas import WireEvent
 from metering.events.service import PG_INGEST_BEGIN, parse_events, prepare, write_group
+from metering.events.service import _store_in_pieces as _in_pieces
 from metering.usage.derive import USAGE_DERIVATION
 from tests.factories import event
 
@@ -46,6 +49,38 @@ def test_wire_struct_gives_the_dict_canonical_json(optional, data, minutes, keys
         ev = dict(reversed(list(ev.items())))
     body = msgspec.json.encode(ev)
     assert canonical.encode(msgspec.json.decode(body, type=WireEvent)) == canonical.encode(msgspec.json.decode(body))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    events=st.lists(st.fixed_dictionaries({
+        "type": st.sampled_from(["sandbox.running", "sandbox.stopped", "run.queued", "sandbox.bogus"]),
+        "minute": st.integers(0, 59),
+        "template": st.sampled_from(["giga-mini", "unknown-template", None]),
+        "extra": st.sampled_from([{}, {"traceparent": "00-x"}, {"specversion": "0.3"}]),
+    }), max_size=12),
+    piece=st.integers(1, 4),
+)
+def test_a_big_batch_parsed_in_pieces_is_the_batch_parsed_at_once(events, piece):
+    """events.service.parse_batch_in_pieces: the rows parse_events gives, or None (the dict path)."""
+    from metering.events import service
+
+    batch = [{**event(e["type"], f"2026-01-01T00:{e['minute']:02d}:00Z", id=f"evt_{n}", template=e["template"]),
+              **e["extra"]} for n, e in enumerate(events)]
+    body = msgspec.json.encode(batch)
+    limits = dict(max_events=10, template_known=lambda t, u: t == "giga-mini", latest_us=2**62, received_us=7)
+    saved, service.PIECE_EVENTS = service.PIECE_EVENTS, piece
+    try:
+        in_pieces = asyncio.run(service.parse_batch_in_pieces(body, **limits))
+    finally:
+        service.PIECE_EVENTS = saved
+    try:
+        at_once = parse_events(body, batch=True, **limits)
+    except Exception:  # noqa: BLE001 - a problem: the pieces leave it to the dict path
+        assert in_pieces is None
+        return
+    assert in_pieces is None or in_pieces == at_once
+    assert in_pieces is not None or any(e["extra"] for e in events)  # valid and plain: never the dict path
 
 
 def test_unknown_attributes_take_the_dict_path_and_are_kept():
@@ -206,6 +241,40 @@ async def test_history_holds_each_stored_event_once_in_fold_order(db):
     async with db.read() as session:
         history = (await session.execute(text("SELECT history FROM sandbox_states"))).scalar_one()
     assert [e[3] for e in parse_history(history)] == ["sb_h_run", "sb_h_ext", "sb_h_stop", "sb_h_again"]
+
+
+async def _states(db):
+    async with db.read() as session:
+        return [tuple(r) for r in (await session.execute(text(
+            "SELECT sandbox_id, last_event_id, open_start, terminated, history FROM sandbox_states ORDER BY 1"))).all()]
+
+
+async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db, write, monkeypatch, engine_name):
+    """On PostgreSQL a request of more than PIECE_EVENTS events is stored and derived piece by
+    piece (events.service._store_in_pieces): the same rows, repeats and conflicts as in one."""
+    from metering.events import service
+    from tests.conftest import empty_tables
+
+    in_pieces = []
+    monkeypatch.setattr(service, "_store_in_pieces", lambda *a: in_pieces.append(1) or _in_pieces(*a))
+    sandboxes = [f"sb_{n}" for n in range(5)]
+    first = [ev for sb in sandboxes for ev in _lifecycle(sb)[1:]]  # arrive before their runs
+    second = [_lifecycle(sb)[0] for sb in sandboxes] + first[:3]  # the late runs, and repeats
+    outcomes = {}
+    for piece in (10**6, 3):  # in one piece, then in pieces of about 3 events
+        monkeypatch.setattr(service, "PIECE_EVENTS", piece)
+        await empty_tables(db)
+        results = [(await write([_rows(*first)]))[0], (await write([_rows(*second)]))[0]]
+        clash = _rows(*second[:4], {**first[2], "time": "2026-02-01T01:00:01Z"})
+        with pytest.raises(Conflict) as conflict:
+            await write([clash])
+        assert conflict.value.errors[0]["index"] == 4
+        outcomes[piece] = [(r.accepted, r.duplicates) for r in results], await _usage_rows(db), await _states(db)
+    assert outcomes[3] == outcomes[10**6]
+    assert outcomes[3][0] == [(15, 0), (5, 3)]
+    assert len(in_pieces) == (3 if engine_name == "postgresql" else 0)
+    intervals, _ = outcomes[3][1]
+    assert len(intervals) == 5 * 3 and await _count(db, "events") == 20
 
 
 def test_migration_0010_fills_histories_and_drops_sandbox_indexes(tmp_path):

@@ -15,6 +15,7 @@ from metering.core.money import (
     micro_to_decimal_text,
     parse_money,
     round_micro,
+    round_ratio,
 )
 
 
@@ -62,6 +63,16 @@ def _oracle_round(x: Fraction) -> int:
 def test_round_micro_matches_oracle(x):
     assert round_micro(x) == _oracle_round(x)
     assert abs(round_micro(x) - x) <= Fraction(1, 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-(10**30), 10**30), st.integers(1, 10**24), st.booleans())
+def test_round_ratio_is_round_micro_of_the_fraction(numerator, denominator, half):
+    if half:  # exactly between two integers, however the ratio reduces
+        denominator *= 2
+        numerator = numerator // denominator * denominator + denominator // 2
+    assert round_ratio(numerator, denominator) == round_micro(Fraction(numerator, denominator)) \
+        == round(Fraction(numerator, denominator))
 
 
 @pytest.mark.parametrize(
