@@ -90,9 +90,9 @@ async def _chunks(db: Database, parts: list[Part]) -> AsyncIterator[tuple[Part, 
             chunk: list[Any] = []
             async for rows in result.partitions():
                 chunk.extend(rows)
-                if len(chunk) >= CHUNK_ROWS:
-                    yield part, chunk
-                    chunk = []
+                while len(chunk) >= CHUNK_ROWS:  # chunks of exactly CHUNK_ROWS: Parquet's row groups
+                    yield part, chunk[:CHUNK_ROWS]
+                    chunk = chunk[CHUNK_ROWS:]
             if chunk:
                 yield part, chunk
 

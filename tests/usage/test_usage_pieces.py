@@ -8,6 +8,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from metering.core.lifecycle import LifetimePolicy
 from metering.core.money import format_money, round_micro
 from metering.core.pricing import PriceBook, PriceVersion, TierPrice
 from metering.usage import controller
@@ -46,7 +47,8 @@ extensions = st.builds(StoredExtension, st.just("ws"), ids, ids, st.sampled_from
     piece=st.integers(1, 7),
 )
 def test_the_answer_in_pieces_is_the_answer_at_once(ivs, exts, start, length, as_of, window, group_by, piece):
-    span = dict(start=start, end=start + length, as_of=as_of, group_by=tuple(group_by), window=window)
+    span = dict(start=start, end=start + length, as_of=as_of, lifetime=LifetimePolicy(), group_by=tuple(group_by),
+                window=window)
     head = {"workspace_id": "ws"}
     buckets = aggregate(ivs, exts, BOOK, **span)
     at_once = msgspec.json.encode({**head, "items": [controller.item_of(k, b) for k, b in buckets.items()],
