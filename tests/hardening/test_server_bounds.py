@@ -1,8 +1,9 @@
 """Against the real server process: hostile bodies do not kill it, and the event loop keeps
 answering while the largest allowed batch, usage query and export are in flight."""
 
-import statistics
-import threading
+import json
+import subprocess
+import sys
 import time
 
 import httpx
@@ -10,7 +11,7 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN
 from tests.factories import BATCH, SINGLE, event
-from tests.process import ServerProcess
+from tests.process import ROOT, ServerProcess
 
 pytestmark = pytest.mark.slow
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -55,74 +56,69 @@ def test_too_large_is_one_413_whether_declared_or_chunked(server):
     assert declared.json()["type"] == streamed.json()["type"]
 
 
-def probe_while(server, work) -> list[float]:
-    """``/health/live`` latencies (ms), probed every 20 ms while ``work`` runs on another thread."""
-    done = threading.Event()
-    failures: list[BaseException] = []
+def latencies_while(server, work) -> list[float]:
+    """``/health/live`` latencies (ms), probed every 10 ms by another process while ``work`` runs."""
+    probe = subprocess.Popen([sys.executable, "-m", "tests.hardening.loop_probe", server.url], cwd=ROOT,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert probe.stdout.readline().strip() == "ready"
+        work()
+        out, _ = probe.communicate("", timeout=60)
+    finally:
+        probe.kill()
+    assert probe.returncode == 0
+    return sorted(json.loads(out))
 
-    def run() -> None:
-        try:
-            work()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            failures.append(exc)
-        finally:
-            done.set()
 
-    worker = threading.Thread(target=run)
-    latencies = []
-    with httpx.Client(base_url=server.url, timeout=10) as probe:
-        probe.get("/health/live")  # the connection is open before the clock starts
-        worker.start()
-        while not done.is_set():
-            started = time.perf_counter()
-            assert probe.get("/health/live").status_code == 200
-            latencies.append((time.perf_counter() - started) * 1000)
-            time.sleep(0.02)
-    worker.join()
-    assert not failures, failures
-    return latencies
+def p95(latencies: list[float]) -> float:
+    return latencies[int(len(latencies) * 0.95)]
 
 
 def test_the_loop_answers_within_100ms_under_the_largest_requests(server):
-    # The largest batch: 10,000 events (5,000 sandboxes started and stopped within the day).
+    # The largest batch: 10,000 events (5,000 sandboxes started and stopped within the day),
+    # encoded before the clock starts.
     batch = []
     for i in range(5_000):
         start = f"2026-01-01T{i % 24:02d}:{i % 60:02d}:00Z"
         batch.append(event("sandbox.running", start, workspace_id="ws_big", sandbox_id=f"sb_{i}"))
         batch.append(event("sandbox.stopped", f"2026-01-02T{i % 24:02d}:00:00Z", workspace_id="ws_big",
                            sandbox_id=f"sb_{i}"))
+    body = json.dumps(batch).encode()
     # A sandbox left running for 10,000 hours: the largest windowed answer.
-    ingest_open = [event("sandbox.running", "2026-01-01T00:00:00Z", workspace_id="ws_open", sandbox_id="sb_open")]
+    ingest_open = event("sandbox.running", "2026-01-01T00:00:00Z", workspace_id="ws_open", sandbox_id="sb_open")
+    answers = {}
 
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=120) as http:
-        assert http.post("/v1/events", json=ingest_open[0], headers=SINGLE).status_code == 202
+        assert http.post("/v1/events", json=ingest_open, headers=SINGLE).status_code == 202
 
-        def heavy() -> None:
-            assert http.post("/v1/events", json=batch, headers=BATCH).status_code == 202
-            usage = http.get("/v1/workspaces/ws_big/usage", params={
+        def heavy() -> None:  # the answers are checked afterwards, once the probes have stopped
+            answers["batch"] = http.post("/v1/events", content=body, headers=BATCH)
+            answers["by_sandbox"] = http.get("/v1/workspaces/ws_big/usage", params={
                 "start": "2026-01-01T00:00:00Z", "end": "2026-01-03T00:00:00Z", "group_by": "sandbox"})
-            assert usage.status_code == 200 and len(usage.json()["items"]) == 5_000
-            hours = http.get("/v1/workspaces/ws_open/usage", params={
+            answers["hours"] = http.get("/v1/workspaces/ws_open/usage", params={
                 "start": "2026-01-01T00:00:00Z", "end": "2027-02-21T16:00:00Z", "window": "hour",
                 "as_of": "2027-02-21T16:00:00Z"})
-            assert hours.status_code == 200 and len(hours.json()["items"]) == 10_000
-            too_many = http.get("/v1/workspaces/ws_open/usage", params={
+            answers["too_many"] = http.get("/v1/workspaces/ws_open/usage", params={
                 "start": "2026-01-01T00:00:00Z", "end": "2027-02-21T17:00:00Z", "window": "hour",
                 "as_of": "2027-02-21T17:00:00Z"})
-            assert too_many.status_code == 422 and {"window", "group_by"} <= {
-                e["field"] for e in too_many.json()["errors"]}
             with http.stream("GET", "/v1/exports/usage", params={
                     "start": "2026-01-01T00:00:00Z", "end": "2026-01-03T00:00:00Z"}) as export:
-                assert export.status_code == 200
-                assert sum(len(chunk) for chunk in export.iter_bytes()) > 100_000
+                answers["export"] = (export.status_code, sum(len(chunk) for chunk in export.iter_bytes()))
 
-        latencies = probe_while(server, heavy)
-    latencies.sort()
-    median, p95 = statistics.median(latencies), latencies[int(len(latencies) * 0.95)]
-    # The target is 100 ms for every probe.  Measured on two cores shared with other test runs
-    # (load ~10), SQLite meets it at the 95th percentile; PostgreSQL's ingest of the 10,000-event
-    # batch (its writer prepares and inserts on the event loop) reaches 120-140 ms there.  The
-    # test holds the median to the target and the 95th percentile to a bound that still fails on
-    # a loop blocked for the length of a request.
-    assert median < 100, (median, p95, latencies[-5:])
-    assert p95 < 250, (median, p95, latencies[-5:])
+        idle = latencies_while(server, lambda: time.sleep(2))
+        loaded = latencies_while(server, heavy)
+
+    assert answers["batch"].status_code == 202, answers["batch"].text[:500]
+    assert answers["by_sandbox"].status_code == 200 and len(answers["by_sandbox"].json()["items"]) == 5_000
+    assert answers["hours"].status_code == 200 and len(answers["hours"].json()["items"]) == 10_000
+    assert answers["too_many"].status_code == 422 and {"window", "group_by"} <= {
+        e["field"] for e in answers["too_many"].json()["errors"]}
+    assert answers["export"][0] == 200 and answers["export"][1] > 100_000
+    # The target: 95% of probes answered within 100 ms.  The machine is shared (two cores,
+    # other test runs), and the server's process, like the probe's, now and then waits for a
+    # core whatever it does: the bound is 100 ms on top of the 95th percentile the same probes
+    # see with the server idle, measured just before (a few ms on a quiet machine, tens on a
+    # loaded one).  Each probe also stands for those its wait delayed (loop_probe), so a stall
+    # counts for as long as it lasts: one of 200 ms, or a few of 150, fail this (as the
+    # 10,000-hour answer made in one go on the event loop did, on a quiet machine).
+    assert p95(loaded) < 100 + p95(idle), (p95(loaded), p95(idle), len(loaded), loaded[-10:])
