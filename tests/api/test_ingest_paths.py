@@ -323,6 +323,21 @@ def test_prepared_batches_reach_the_writer_process_whole():
         assert sent.unique == batch.unique and sent.indexes == batch.indexes and sent.derived is None
 
 
+def _every_ingest_path() -> list[list[list]]:
+    """Transactions (each a list of requests' rows) that take every ingest path: one request,
+    a group, a repeat, late events; and a long life, one event a transaction, whose open
+    interval is extended in place and whose history is sealed in chunks, then read back for
+    a late extension."""
+    late = _lifecycle("sb_late")
+    long = [event("sandbox.running", T0, id="sb_long_run", sandbox_id="sb_long")] + [
+        event("sandbox.extended", f"2026-01-01T{h:02d}:00:00Z", id=f"sb_long_{h}", sandbox_id="sb_long", minutes=15)
+        for h in range(2, 14)]
+    late_long = event("sandbox.extended", "2026-01-01T01:00:00Z", id="sb_long_late", sandbox_id="sb_long",
+                      minutes=15)
+    return [[_rows(*_lifecycle("sb_a"))], [_rows(late[3])], [_rows(late[0]), _rows(late[2])],
+            [_rows(late[3], late[1])], *[[_rows(e)] for e in long], [_rows(late_long)]]
+
+
 def test_ingest_statements_search_indexes_and_scan_no_table(tmp_path):
     """Every statement the SQLite writer runs, on every ingest path (one request, a group, a
     repeat, a late event), reaches rows through an index: a scan would read the whole table
@@ -335,14 +350,16 @@ def test_ingest_statements_search_indexes_and_scan_no_table(tmp_path):
     traced: list[str] = []
     raw = writer.connection.connection.driver_connection
     raw.set_trace_callback(traced.append)
-    late = _lifecycle("sb_late")
     try:
-        for batches in ([_rows(*_lifecycle("sb_a"))], [_rows(late[3])], [_rows(late[0]), _rows(late[2])],
-                        [_rows(late[3], late[1])]):
+        for batches in _every_ingest_path():
             writer.run(partial(write_group, batches=_prepared(batches), derivation=USAGE_DERIVATION))
-        queries = [sql for sql in traced if sql.split(None, 1)[0].upper() in ("SELECT", "DELETE", "UPDATE")]
+        queries = [sql for sql in traced if sql.split(None, 1)[0].upper() in ("SELECT", "DELETE", "UPDATE")
+                   or sql.upper().startswith("INSERT") and " SELECT " in sql.upper()]
         assert any("FROM events" in sql for sql in queries)  # the group and the repeat looked up stored keys
         assert any("FROM sandbox_states" in sql for sql in queries)
+        assert any(sql.startswith("INSERT INTO sandbox_history_chunks") for sql in queries)  # sealed
+        assert any("FROM sandbox_history_chunks" in sql for sql in queries)  # read back for the late one
+        assert any(sql.startswith('UPDATE "usage_intervals"') for sql in queries)  # extended in place
         raw.set_trace_callback(None)
         for sql in queries:
             plan = [row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {sql}")]
@@ -393,15 +410,15 @@ async def test_postgres_ingest_statements_search_indexes(db, engine_name):
     because a prepared statement keeps its plan as the table grows to millions of rows."""
     if engine_name != "postgresql":
         pytest.skip("the SQLite writer's plans are checked above")
-    late = _lifecycle("sb_late")
     with _Traced(db.engine) as run:
-        for batches in ([_rows(*_lifecycle("sb_a"))], [_rows(late[3])], [_rows(late[0]), _rows(late[2])],
-                        [_rows(late[3], late[1])]):
+        for batches in _every_ingest_path():
             await _write(db, batches)
     queries = [(sql, params) for sql, params in run if sql.split(None, 1)[0] in ("SELECT", "DELETE", "WITH")
                and "pg_advisory_xact_lock" not in sql]
     assert any("FROM events" in sql for sql, _ in queries)
     assert any("DELETE FROM usage_intervals" in sql for sql, _ in queries)  # the late event's re-derivation
+    assert any("INSERT INTO sandbox_history_chunks" in sql for sql, _ in queries)  # sealed
+    assert any('UPDATE "usage_intervals"' in sql for sql, _ in queries)  # extended in place
     async with db.engine.begin() as conn:
         await conn.exec_driver_sql(PG_INGEST_BEGIN)
         for sql, params in queries:
