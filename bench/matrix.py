@@ -32,7 +32,7 @@ from bench.workload import SECOND, TEMPLATES
 CELLS = {
     "full": {1: ((1, 3_000), (8, 6_000)), 10: ((1, 10_000), (8, 20_000)), 100: ((1, 40_000), (8, 60_000)),
              1_000: ((1, 60_000), (4, 100_000)), 10_000: ((1, 100_000), (2, 150_000))},
-    "tiny": {1: ((2, 40),), 10: ((2, 200),), 100: ((2, 800),), 1_000: ((2, 2_000),)},
+    "tiny": {10: ((2, 200),), 1_000: ((2, 2_000),)},  # CI: the scripts keep working, quickly
 }
 HISTORY = {"full": {"sandboxes": 1_000, "history": 1_000, "batches": 20}, "tiny": {"sandboxes": 10, "history": 40, "batches": 2}}
 
