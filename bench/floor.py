@@ -18,6 +18,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -51,6 +52,20 @@ def _rows(body: bytes, decoder: msgspec.json.Decoder, encoder: msgspec.json.Enco
     return out
 
 
+def _timed(bodies: list[bytes], tx_rows: int, write: Callable[[list[tuple]], None]) -> dict:
+    """Decode every body and ``write`` its rows ``tx_rows`` at a time (one transaction each), timed."""
+    decoder, encoder = msgspec.json.Decoder(list[CloudEvent]), msgspec.json.Encoder()
+    events = 0
+    began = time.perf_counter()
+    for body in bodies:
+        rows = _rows(body, decoder, encoder)
+        for lo in range(0, len(rows), tx_rows):
+            write(rows[lo : lo + tx_rows])
+        events += len(rows)
+    elapsed = time.perf_counter() - began
+    return {"events": events, "seconds": round(elapsed, 3), "events_per_second": round(events / elapsed)}
+
+
 def measure(bodies: list[bytes], *, indexed: bool = False, workdir: Path | None = None,
             tx_rows: int = TX_ROWS) -> dict:
     """``tx_rows``: events per transaction (bench.matrix: the batch size of the cell)."""
@@ -62,21 +77,17 @@ def measure(bodies: list[bytes], *, indexed: bool = False, workdir: Path | None 
         conn.execute(TABLE)
         for sql in INDEXES if indexed else ():
             conn.execute(sql)
-        decoder, encoder = msgspec.json.Decoder(list[CloudEvent]), msgspec.json.Encoder()
-        events = 0
-        began = time.perf_counter()
-        for body in bodies:
-            rows = _rows(body, decoder, encoder)
-            for lo in range(0, len(rows), tx_rows):
-                conn.execute("BEGIN")
-                conn.executemany(INSERT, rows[lo : lo + tx_rows])
-                conn.execute("COMMIT")
-            events += len(rows)
-        elapsed = time.perf_counter() - began
+
+        def write(rows: list[tuple]) -> None:
+            conn.execute("BEGIN")
+            conn.executemany(INSERT, rows)
+            conn.execute("COMMIT")
+
+        result = _timed(bodies, tx_rows, write)
         conn.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"events": events, "seconds": round(elapsed, 3), "events_per_second": round(events / elapsed)}
+    return result
 
 
 def measure_pg(bodies: list[bytes], *, tx_rows: int) -> dict:
@@ -89,26 +100,20 @@ def measure_pg(bodies: list[bytes], *, tx_rows: int) -> dict:
 
     from tests.pgdb import throwaway_database
 
-    async def run(url: str) -> dict:
-        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
-        try:
-            await conn.execute(TABLE.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY"))
-            insert = INSERT
-            for n in range(13, 0, -1):  # ? -> $n
-                insert = insert.replace("?", f"${14 - n}", 1)
-            decoder, encoder = msgspec.json.Decoder(list[CloudEvent]), msgspec.json.Encoder()
-            events = 0
-            began = time.perf_counter()
-            for body in bodies:
-                rows = _rows(body, decoder, encoder)
-                for lo in range(0, len(rows), tx_rows):
-                    async with conn.transaction():
-                        await conn.executemany(insert, rows[lo : lo + tx_rows])
-                events += len(rows)
-            elapsed = time.perf_counter() - began
-        finally:
-            await conn.close()
-        return {"events": events, "seconds": round(elapsed, 3), "events_per_second": round(events / elapsed)}
+    insert = INSERT
+    for n in range(1, 14):  # ? -> $n
+        insert = insert.replace("?", f"${n}", 1)
+
+    async def transaction(conn: asyncpg.Connection, rows: list[tuple]) -> None:
+        async with conn.transaction():
+            await conn.executemany(insert, rows)
 
     with throwaway_database("metering_floor") as url:
-        return asyncio.run(run(url))
+        loop = asyncio.new_event_loop()
+        conn = loop.run_until_complete(asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://")))
+        try:
+            loop.run_until_complete(conn.execute(TABLE.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY")))
+            return _timed(bodies, tx_rows, lambda rows: loop.run_until_complete(transaction(conn, rows)))
+        finally:
+            loop.run_until_complete(conn.close())
+            loop.close()
