@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import machine_info, save_result  # noqa: E402
 from metering.core.pricing import PriceBook  # noqa: E402
 from metering.db import create_database  # noqa: E402
+from metering.core.lifecycle import LifetimePolicy  # noqa: E402
 from metering.exports.usage import usage_parts  # noqa: E402
 from metering.migrate import upgrade  # noqa: E402
 from tests.exports.bulk import JAN_2026, PeakRss, fill_usage  # noqa: E402
@@ -76,7 +77,7 @@ def _export_sql(url: str) -> list[str]:
     try:
         dialect = db.engine.dialect
         # The book only prices rows; the floor prices nothing, so an empty one does.
-        parts = usage_parts(PriceBook(), JAN_2026, FEB_2026, None, FEB_2026)
+        parts = usage_parts(PriceBook(), JAN_2026, FEB_2026, None, FEB_2026, LifetimePolicy())
         return [str(p.query.compile(dialect=dialect, compile_kwargs={"literal_binds": True})) for p in parts]
     finally:
         asyncio.run(db.dispose())
