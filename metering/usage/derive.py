@@ -327,8 +327,8 @@ def apply(sql: BulkSQL, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
             changes.rewritten += fresh.rewritten
             gone["chunks"] += [(*key, seq) for seq in range(kept, len(chunks))]
             # Only the rows that differ are written: a late event in a long history changes a few.
-            for kind, key_of in (("intervals", _interval_key), ("extensions", _extension_key)):
-                deleted, inserted = differing(getattr(old, kind), getattr(fresh, kind), key_of)
+            for kind in ("intervals", "extensions"):
+                deleted, inserted = differing(getattr(old, kind), getattr(fresh, kind), _row_key)
                 gone[kind] += deleted
                 getattr(changes, kind).extend(inserted)
             until = changed_until(old.intervals, old.extensions, fresh.intervals, fresh.extensions)
@@ -359,12 +359,9 @@ def apply(sql: BulkSQL, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
     ])
 
 
-def _interval_key(row: tuple) -> tuple:
-    return row[0], row[4], row[2]  # INTERVAL_KEY
-
-
-def _extension_key(row: tuple) -> tuple:
-    return row[0], row[4], row[2]  # EXTENSION_KEY
+def _row_key(row: tuple) -> tuple:
+    """An interval's INTERVAL_KEY or an extension's EXTENSION_KEY: (workspace, start or time, sandbox)."""
+    return row[0], row[4], row[2]
 
 
 def differing(old: list[tuple], new: list[tuple], key_of) -> tuple[list[tuple], list[tuple]]:  # type: ignore[no-untyped-def]
