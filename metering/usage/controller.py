@@ -20,10 +20,11 @@ from metering.usage.compute import (
     MAX_ITEMS,
     Bucket,
     GroupKey,
-    _window_index,
     aggregate,
     clip,
     count_items,
+    items_at_most,
+    window_index,
     total,
 )
 from metering.usage.service import read_usage_rows
@@ -64,14 +65,13 @@ def item_of(key: GroupKey, bucket: Bucket) -> dict:
     return item
 
 
-def check_count(intervals, extensions, span: dict) -> int:  # type: ignore[no-untyped-def]
-    """How many items the query answers; 422 past ``MAX_ITEMS``."""
-    count = count_items(intervals, extensions, **span)
-    if count > MAX_ITEMS:
+def check_count(intervals, extensions, span: dict) -> None:  # type: ignore[no-untyped-def]
+    """422 if the query would answer more than ``MAX_ITEMS`` items (counted exactly only when
+    the cheap bound is over)."""
+    if items_at_most(intervals, extensions, **span) > MAX_ITEMS and count_items(intervals, extensions, **span) > MAX_ITEMS:
         raise Invalid(f"the query would answer more than {MAX_ITEMS} items; narrow it",
                       [field_error("use a longer window or a shorter range", "window"),
                        field_error("group by fewer fields", "group_by")])
-    return count
 
 
 def aggregate_parts(intervals: list, extensions: list, span: dict) -> Iterator[tuple[list, list, dict]]:
@@ -79,6 +79,17 @@ def aggregate_parts(intervals: list, extensions: list, span: dict) -> Iterator[t
     in slices, and a row that spans more windows than that on its own, its span cut at window
     boundaries.  Every piece of usage falls in exactly one part, so the parts' buckets add up
     to the whole's (``merge``)."""
+    if not span["window"]:  # every row is one priced piece (or none): plain slices
+        for lo in range(0, len(intervals), PIECE_WORK):
+            yield intervals[lo:lo + PIECE_WORK], [], span
+    else:
+        yield from _window_parts(intervals, span)
+    for lo in range(0, len(extensions), PIECE_WORK):
+        yield [], extensions[lo:lo + PIECE_WORK], span
+
+
+def _window_parts(intervals: list, span: dict) -> Iterator[tuple[list, list, dict]]:
+    """The intervals' parts when each row counts as many pieces as the windows it spans."""
     start, end, as_of, window = span["start"], span["end"], span["as_of"], span["window"]
     rows: list = []
     work = 0
@@ -86,7 +97,7 @@ def aggregate_parts(intervals: list, extensions: list, span: dict) -> Iterator[t
         clipped = clip(iv, start, end, as_of, span["lifetime"])
         if clipped is None:
             continue
-        windows = _window_index(clipped[1] - 1, window) - _window_index(clipped[0], window) + 1 if window else 1
+        windows = window_index(clipped[1] - 1, window) - window_index(clipped[0], window) + 1
         if windows > PIECE_WORK:  # one long row: alone, a few hundred windows at a time
             lo = clipped[0]
             while lo < clipped[1]:
@@ -103,8 +114,6 @@ def aggregate_parts(intervals: list, extensions: list, span: dict) -> Iterator[t
             rows, work = [], 0
     if rows:
         yield rows, [], span
-    for lo in range(0, len(extensions), PIECE_WORK):
-        yield [], extensions[lo:lo + PIECE_WORK], span
 
 
 def merge(into: dict[GroupKey, Bucket], buckets: dict[GroupKey, Bucket]) -> None:

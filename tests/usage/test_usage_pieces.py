@@ -12,7 +12,7 @@ from metering.core.lifecycle import LifetimePolicy
 from metering.core.money import format_money, round_micro
 from metering.core.pricing import PriceBook, PriceVersion, TierPrice
 from metering.usage import controller
-from metering.usage.compute import StoredExtension, StoredInterval, aggregate, total
+from metering.usage.compute import StoredExtension, StoredInterval, aggregate, count_items, items_at_most, total
 
 HOUR = 3_600_000_000
 T0 = 1_769_731_200_000_000  # 2026-01-30T00:00:00Z: the ranges cross a month end
@@ -59,3 +59,21 @@ def test_the_answer_in_pieces_is_the_answer_at_once(ivs, exts, start, length, as
     finally:
         controller.PIECE_WORK = saved
     assert in_pieces == at_once
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ivs=st.lists(intervals, max_size=8),
+    exts=st.lists(extensions, max_size=5),
+    start=moments, length=lengths, as_of=moments,
+    window=st.sampled_from([None, "hour", "day", "month"]),
+    group_by=st.lists(st.sampled_from(["template", "deployment", "sandbox"]), min_size=1, max_size=3, unique=True),
+)
+def test_the_item_count_is_exact_and_its_bound_is_never_under(ivs, exts, start, length, as_of, window, group_by):
+    """The 10,000-item limit is checked with a cheap bound first: the bound may be loose, never
+    below the items made, and the exact count is the items made."""
+    span = dict(start=start, end=start + length, as_of=as_of, lifetime=LifetimePolicy(), group_by=tuple(group_by),
+                window=window)
+    made = len(aggregate(ivs, exts, BOOK, **span))
+    assert count_items(ivs, exts, **span) == made
+    assert items_at_most(ivs, exts, **span) >= made
