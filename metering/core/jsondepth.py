@@ -7,7 +7,9 @@ recurses; it works on the structural characters only, with C-speed bytes operati
 
 1. escapes are removed (``\\\\`` pairs first, then ``\\"``), so every ``"`` left delimits a string;
 2. everything but ``"[]{}`` is deleted, and brackets of both kinds become ``(`` and ``)``;
-3. what the strings held is dropped (every other piece between ``"``);
+3. what the strings held is dropped: first every ``""`` (an empty string left by step 2, or two
+   strings with nothing structural between them: either way the text outside strings keeps
+   its brackets), then, if a string held brackets, every other piece between ``"``;
 4. the innermost pairs ``()`` are removed, one level per round: well-formed JSON is gone
    after as many rounds as it nests deep, so anything left after ``limit`` rounds nests deeper.
 
@@ -26,7 +28,9 @@ def nests_deeper_than(body: bytes, limit: int) -> bool:
     if body.count(b"[") + body.count(b"{") <= limit:
         return False  # the common case: a small document, or a flat one
     text = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(_STRUCTURE, _NOT_STRUCTURE)
-    text = b"".join(text.split(b'"')[::2])  # outside the strings: the even pieces
+    text = text.replace(b'""', b"")  # in C: most strings hold no bracket
+    if b'"' in text:
+        text = b"".join(text.split(b'"')[::2])  # outside the strings: the even pieces
     if b"(" * (limit + 1) in text:
         return True  # the usual deep body: a run of openings
     for _ in range(limit):
