@@ -24,8 +24,8 @@ from metering.usage.compute import (
     clip,
     count_items,
     items_at_most,
-    window_index,
     total,
+    window_index,
 )
 from metering.usage.service import read_usage_rows
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from functools import lru_cache
 from typing import Any
 
@@ -37,6 +36,7 @@ def intervals_query(workspace_ids: Sequence[str], start: int, end: int) -> Selec
     """
     closed = select(*_IV_COLS).where(
         _for(INTERVALS.c.workspace_id, workspace_ids),
+        # Compiled once (_driver_sql), the range's start is a parameter: its month's start is another.
         INTERVALS.c.start >= (bindparam("month_start") if isinstance(start, BindParameter) else floor_to(start, "month")),
         INTERVALS.c.start < end,
         INTERVALS.c.end.is_not(None),
