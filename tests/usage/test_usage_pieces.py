@@ -37,15 +37,18 @@ extensions = st.builds(StoredExtension, st.just("ws"), ids, ids, st.sampled_from
                        moments, st.integers(1, 4))
 
 
-@settings(max_examples=200, deadline=None)
-@given(
+# One usage query's rows and parameters.
+QUERIES = dict(
     ivs=st.lists(intervals, max_size=8),
     exts=st.lists(extensions, max_size=5),
     start=moments, length=lengths, as_of=moments,
     window=st.sampled_from([None, "hour", "day", "month"]),
     group_by=st.lists(st.sampled_from(["template", "deployment", "sandbox"]), min_size=1, max_size=3, unique=True),
-    piece=st.integers(1, 7),
 )
+
+
+@settings(max_examples=200, deadline=None)
+@given(**QUERIES, piece=st.integers(1, 7))
 def test_the_answer_in_pieces_is_the_answer_at_once(ivs, exts, start, length, as_of, window, group_by, piece):
     span = dict(start=start, end=start + length, as_of=as_of, lifetime=LifetimePolicy(), group_by=tuple(group_by),
                 window=window)
@@ -62,13 +65,7 @@ def test_the_answer_in_pieces_is_the_answer_at_once(ivs, exts, start, length, as
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    ivs=st.lists(intervals, max_size=8),
-    exts=st.lists(extensions, max_size=5),
-    start=moments, length=lengths, as_of=moments,
-    window=st.sampled_from([None, "hour", "day", "month"]),
-    group_by=st.lists(st.sampled_from(["template", "deployment", "sandbox"]), min_size=1, max_size=3, unique=True),
-)
+@given(**QUERIES)
 def test_the_item_count_is_exact_and_its_bound_is_never_under(ivs, exts, start, length, as_of, window, group_by):
     """The 10,000-item limit is checked with a cheap bound first: the bound may be loose, never
     below the items made, and the exact count is the items made."""
