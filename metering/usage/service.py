@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Dialect, Select, and_, bindparam, select
+from sqlalchemy import Connection, Dialect, Select, and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -27,17 +27,18 @@ def _for(column, workspace_ids: Sequence[str]):  # type: ignore[no-untyped-def]
     return column == workspace_ids[0] if len(workspace_ids) == 1 else column.in_(workspace_ids)
 
 
-def intervals_query(workspace_ids: Sequence[str], start: int, end: int) -> Select:
+def intervals_query(workspace_ids: Sequence[str], start: int, end: int, month_start: Any = None) -> Select:
     """Closed pieces starting in the months the range touches, plus the pieces still open.
 
     Stored pieces never cross a month boundary (usage.derive), so a closed piece that
     overlaps ``[start, end)`` starts in the month of ``start`` or later: both halves are
-    one index range per workspace, whatever the workspace's history.
+    one index range per workspace, whatever the workspace's history.  ``month_start``: that
+    month's start, given as a parameter of its own when the query is compiled once
+    (``_driver_sql``).
     """
     closed = select(*_IV_COLS).where(
         _for(INTERVALS.c.workspace_id, workspace_ids),
-        # Compiled once (_driver_sql), the range's start is a parameter: its month's start is another.
-        INTERVALS.c.start >= (bindparam("month_start") if isinstance(start, BindParameter) else floor_to(start, "month")),
+        INTERVALS.c.start >= (floor_to(start, "month") if month_start is None else month_start),
         INTERVALS.c.start < end,
         INTERVALS.c.end.is_not(None),
         INTERVALS.c.end > start,
@@ -62,8 +63,9 @@ def _driver_sql(dialect: Dialect, workspaces: int) -> tuple[tuple[str, tuple[str
     cache key and parameter processing cost a usage query as much as SQLite's own work)."""
     ids = [bindparam(f"ws{i}") for i in range(workspaces)]
     out = []
-    for query in (intervals_query(ids, bindparam("start"), bindparam("end")),  # type: ignore[arg-type]
-                  extensions_query(ids, bindparam("start"), bindparam("end"))):  # type: ignore[arg-type]
+    start, end = bindparam("start"), bindparam("end")
+    for query in (intervals_query(ids, start, end, bindparam("month_start")),  # type: ignore[arg-type]
+                  extensions_query(ids, start, end)):  # type: ignore[arg-type]
         compiled = query.compile(dialect=dialect)
         out.append((str(compiled), tuple(compiled.positiontup or ()), compiled.params))  # params: the constants
     return tuple(out)
@@ -78,8 +80,8 @@ def usage_rows_of(conn: Connection | Session, workspace_ids: Sequence[str], star
     rows: dict[str, UsageRows] = {}
     for (sql, names, constants), make, side in zip(_driver_sql(conn.dialect, len(workspace_ids)),
                                                    (StoredInterval, StoredExtension), (0, 1)):
-        params = tuple(values[name] if name in values else constants[name] for name in names)
-        for row in conn.exec_driver_sql(sql, params).all():
+        given = {**constants, **values}
+        for row in conn.exec_driver_sql(sql, tuple(given[name] for name in names)).all():
             rows.setdefault(row[0], ([], []))[side].append(make(*row))
     return rows
 
