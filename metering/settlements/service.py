@@ -11,7 +11,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from sqlalchemy import and_, func, or_, select, update
@@ -28,11 +28,16 @@ from metering.errors import Conflict, Invalid, NotFound, field_error
 from metering.events.schemas import ID_PATTERN
 from metering.logging import get_logger
 from metering.settings import Settings
-from metering.settlements import chain
+from metering.settlements import deferred
 from metering.settlements.models import Reason, Settlement, Status
-from metering.settlements.networks import Network, network_for
-from metering.settlements.payload import Payment, caip2, read_payment
 from metering.tokens.service import Principal
+
+if TYPE_CHECKING:
+    from metering.settlements import chain, networks, payload
+    from metering.settlements.networks import Network
+    from metering.settlements.payload import Payment
+else:  # web3 and x402: imported when the first settlement is checked (settlements.deferred)
+    chain, networks, payload = (deferred.Deferred(f"metering.settlements.{m}") for m in ("chain", "networks", "payload"))
 
 log = get_logger(__name__)
 
@@ -204,12 +209,13 @@ async def report(
     on its own.
     """
     now = now_us() if now is None else now
-    payment = read_payment(payment_payload, payment_header)
+    await deferred.load()
+    payment = payload.read_payment(payment_payload, payment_header)
     tx = read_transaction(transaction)
     if network is not None:
-        if not isinstance(network, str) or caip2(network) is None:
+        if not isinstance(network, str) or payload.caip2(network) is None:
             raise _invalid("network", "must be an EVM network: eip155:<chain id>, base or base-sepolia")
-        if caip2(network) != payment.network:
+        if payload.caip2(network) != payment.network:
             raise _invalid("network", f"differs from the payment payload's network {payment.network}")
     intent = read_purpose(purpose, run_tiers)
     row = _new_row(payment, tx, intent, None, now)
@@ -221,7 +227,7 @@ async def report(
         return ReportOutcome(await _report_again(db, settings, earlier, payment, intent, on_change), created=False)
 
     row.workspace_id = await _workspace_of(db, intent, principal, invoice_check)
-    net = network_for(settings, payment.network)
+    net = networks.network_for(settings, payment.network)
     verdict, asked = await check_report(net, payment, intent, tx)
     _apply(row, verdict, now, net, settings, asked_chain=asked)
     outcome = await _insert(db, row, principal, on_change)
@@ -352,7 +358,7 @@ async def _report_again(
     """The same report again.  What it settled stands, except: a rejection that was the
     operator's fault (network missing or off, RPC on another chain) is checked again, and
     so is a reorged settlement (its transaction may be back on the chain)."""
-    net = network_for(settings, earlier.network)
+    net = networks.network_for(settings, earlier.network)
     if earlier.status == Status.REORGED and net is not None:
         return await _follow_reorged(db, settings, net, earlier, on_change) or earlier
     if earlier.status == Status.REJECTED and earlier.reason in Reason.OPERATOR_SIDE:
@@ -387,8 +393,10 @@ async def recheck_pending(
                 .limit(limit)
             )
         ).scalars().all()
+    if due:
+        await deferred.load()
     for row in due:
-        net = network_for(settings, row.network)
+        net = networks.network_for(settings, row.network)
         if net is None:
             # Configuration may come back; an operator's mistake never rejects a payment.
             verdict = chain.Verdict(row.status, row.reason, error=f"network {row.network} is not configured")
