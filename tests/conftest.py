@@ -25,7 +25,24 @@ from tests.pgdb import throwaway_database
 pytest_plugins = ["tests.chain.fixtures"]
 
 ENGINES = [e for e in os.environ.get("METERING_TEST_DATABASES", "sqlite,postgresql").split(",") if e]
+# scripts/test.sh runs the engines' tests in two processes at once: METERING_TEST_ONLY names
+# the engines whose tests this one runs, and "none" the tests that use no database fixture.
+ONLY = os.environ.get("METERING_TEST_ONLY")
 ADMIN_TOKEN = "adm_" + secrets.token_hex(16)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not ONLY:
+        return
+    wanted = set(ONLY.split(","))
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        engine = callspec.params.get("db_url", "none") if callspec else "none"
+        (keep if engine in wanted else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session", params=ENGINES)
