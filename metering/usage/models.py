@@ -109,8 +109,11 @@ class SandboxState(SQLModel, table=True):
 class SandboxHistoryChunk(SQLModel, table=True):
     """A sealed stretch of a sandbox's history, in fold order (``seq`` from 0): see SandboxState."""
 
+    # A rowid table on SQLite (migration 0018): chunks are only ever appended, so their rows
+    # go to the table's last pages and only the small key entries land among the sandbox's
+    # others.  WITHOUT ROWID, a ~1 KB row went in key order, a few to a page: inserting one
+    # split pages all over the b-tree.
     __tablename__ = "sandbox_history_chunks"
-    __table_args__ = {"sqlite_with_rowid": False}
 
     workspace_id: str = Field(primary_key=True, max_length=128)
     sandbox_id: str = Field(primary_key=True, max_length=128)

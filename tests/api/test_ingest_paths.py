@@ -12,6 +12,7 @@
 
 import asyncio
 import re
+import sqlite3
 from functools import partial
 
 import msgspec
@@ -306,6 +307,36 @@ def test_migration_0010_fills_histories_and_drops_sandbox_indexes(tmp_path):
         write_group(sync, _prepared([late]), USAGE_DERIVATION)
     engine.dispose()
     assert conn.execute('SELECT start, "end" FROM usage_intervals').fetchall() == [(0, 1_800_000_000)]
+    conn.close()
+
+
+def test_migration_0018_keeps_every_chunk_in_a_rowid_table_and_back(tmp_path):
+    """History chunks move to a rowid table on SQLite (appended rows at the table's end), and
+    back on downgrade; the chunks, their key and a sandbox's history read back are unchanged."""
+    from alembic import command
+
+    from metering.migrate import alembic_config, upgrade
+    from metering.usage.derive import parse_history
+
+    url, conn = _database_at(tmp_path, "0017", [])
+    chunks = [("ws", "sb", seq, f"[{seq}, 1, \"/s\", \"e{seq}\", \"dep\", \"giga-mini\", null],") for seq in (1, 0)]
+    conn.executemany("INSERT INTO sandbox_history_chunks VALUES (?, ?, ?, ?)", chunks)
+    conn.commit()
+
+    def table() -> tuple[str, list[tuple]]:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'sandbox_history_chunks'").fetchone()
+        return sql, conn.execute("SELECT * FROM sandbox_history_chunks ORDER BY workspace_id, sandbox_id, seq").fetchall()
+
+    upgrade(url)
+    sql, rows = table()
+    assert "WITHOUT ROWID" not in sql and rows == sorted(chunks)
+    assert [parse_history(text)[0][3] for *_, text in rows] == ["e0", "e1"]
+    with pytest.raises(sqlite3.IntegrityError):  # (workspace, sandbox, seq) is still the key
+        conn.execute("INSERT INTO sandbox_history_chunks VALUES ('ws', 'sb', 0, '')")
+    conn.rollback()
+    command.downgrade(alembic_config(url), "0017")
+    sql, rows = table()
+    assert "WITHOUT ROWID" in sql and rows == sorted(chunks)
     conn.close()
 
 
