@@ -59,3 +59,15 @@ def test_tiny_matrix_runs(tmp_path):
         h = results["history"][engine]
         assert h["new"] > 0 and h["with_history"] > 0 and h["ratio"] > 0
     assert matrix.summary(results).count("\n") == len(cells) + len(ENGINES)
+
+
+def test_commit_pages_maps_a_commit_to_its_tables(tmp_path):
+    """bench.commit_pages at a tiny size: the last commit's pages are found in the WAL and
+    each belongs to a table or index of the store."""
+    from bench import commit_pages
+
+    out = commit_pages.measure(commit_pages.requests(4_000), 2, tmp_path)
+    last = out["last_commit"]
+    assert out["events"] == 2_000 and last["events"] == 2_000 and out["events_per_second"] > 0
+    assert last["pages"] == sum(last["by_table"].values()) > 0
+    assert {"events", "sqlite_autoindex_events_1", "sandbox_states"} <= set(last["by_table"])
