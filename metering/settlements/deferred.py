@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import sys
 from types import ModuleType
 from typing import Any
 
@@ -27,11 +26,20 @@ class Deferred:
         self._name = name
 
     def __getattr__(self, attr: str) -> Any:
-        module: ModuleType = sys.modules.get(self._name) or importlib.import_module(self._name)
+        # import_module, not sys.modules: a module another thread is still importing is in
+        # sys.modules half made; import_module waits for it.
+        module: ModuleType = importlib.import_module(self._name)
         return getattr(module, attr)
 
 
+_loaded = False
+
+
 async def load() -> None:
-    """Import the x402 and chain modules on a thread, once per process."""
-    if HEAVY not in sys.modules:
+    """Import the x402 and chain modules on a thread, once per process.  Callers at the same
+    moment each wait on a thread of their own, which Python's import lock holds until the
+    first one's import is complete."""
+    global _loaded
+    if not _loaded:
         await asyncio.to_thread(importlib.import_module, HEAVY)
+        _loaded = True
