@@ -1,8 +1,9 @@
 """The modules that speak x402 and the chain, imported the first time a settlement is checked.
 
 ``chain``, ``payload`` and ``networks`` import web3, eth-account and x402's EVM code: ~1.5 s,
-about half of what starting the service took.  Most processes never check a settlement (every
-CLI command but billing, a service without x402 traffic), so they no longer pay it at start.
+about half of what starting the service took.  Most processes never check a settlement (the
+CLI's commands, billing included; a service without x402 traffic), so they no longer pay it at
+start.
 The service's entry points ``await load()`` first: the import then runs on a thread, and the
 event loop goes on answering meanwhile instead of stalling for it.
 """
