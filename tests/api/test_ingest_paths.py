@@ -23,7 +23,7 @@ from sqlalchemy import event as sa_event, text
 
 from metering.errors import Conflict
 from metering.events.schemas import WireEvent
-from metering.events.service import PG_INGEST_BEGIN, parse_events, prepare, write_group
+from metering.events.service import PG_INGEST_BEGIN, EventWriter, parse_events, prepare, write_group
 from metering.events.service import _store_in_pieces as _in_pieces
 from metering.usage.derive import USAGE_DERIVATION
 from tests.factories import event
@@ -213,6 +213,31 @@ def _lifecycle(sandbox_id):
         event("sandbox.running", "2026-02-01T02:00:00Z", id=f"{sandbox_id}_again", sandbox_id=sandbox_id,
               template="giga-max"),
     ]
+
+
+async def test_requests_arriving_together_share_one_commit(db):
+    """Requests parsed within a few passes of the event loop of each other go into the idle
+    writer's next transaction together, not the first alone and the rest after it."""
+    writer = EventWriter(db, USAGE_DERIVATION)
+    groups, run = [], writer.runner.run
+
+    async def counting_run(work):
+        groups.append(len(work.keywords["batches"]))
+        return await run(work)
+
+    writer.runner.run = counting_run
+
+    async def client(i):
+        for _ in range(i % 3):  # requests are parsed one after the other, not all at once
+            await asyncio.sleep(0)
+        return await writer.store(_rows(event("sandbox.running", T0, sandbox_id=f"sb_{i}")))
+
+    outcomes = await asyncio.gather(*(client(i) for i in range(8)))
+    assert [o.accepted for o in outcomes] == [1] * 8
+    assert groups == [8]
+    assert await writer.store(_rows(event("sandbox.running", T0, sandbox_id="sb_alone"))) is not None
+    assert groups == [8, 1]
+    assert await _count(db, "events") == 9
 
 
 async def test_late_events_rederive_only_their_sandbox(db):
