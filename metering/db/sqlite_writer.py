@@ -2,9 +2,9 @@
 
 This is the synchronous core of the ingest writer; it runs in the writer's own process
 (db.write_process).  Same pragmas as db.engine (WAL, ``synchronous=FULL``, ``BEGIN
-IMMEDIATE``), plus a page cache big enough for a 10,000-event transaction.  Its commits do
-not checkpoint the WAL (copy it back into the database file and fsync that): a background
-thread does, at most every ``CHECKPOINT_SECONDS``, while the next transaction is being
+IMMEDIATE``), plus a page cache big enough for a 10,000-event transaction, and savepoints
+kept in memory.  Its commits do not checkpoint the WAL (copy it back into the database file
+and fsync that): a background thread does, at most every ``CHECKPOINT_SECONDS``, while the next transaction is being
 written (and a commit itself once the WAL is long, see ``WAL_RESTART_FRAMES``).
 """
 
@@ -34,6 +34,12 @@ CHECKPOINT_SECONDS = 0.25
 # transaction starts the WAL over instead of growing it without end.  The background
 # checkpoints have copied most of it by then.
 WAL_RESTART_FRAMES = 4096
+# A group of requests is written in a savepoint (events.service._store_together), and SQLite
+# copies each page the savepoint changes into a sub-journal first, which spills to a temporary
+# file past 64 KiB: as many page writes again as the commit's.  In memory it is a copy: at
+# 100-event requests from 8 clients the writer's CPU per event went from 33-38 to 25-28 us.
+# (At most the pages of one 10,000-event group, tens of MiB, while its transaction lasts.)
+TEMP_STORE = "temp_store=MEMORY"
 
 
 class SqliteWriter:
@@ -46,7 +52,7 @@ class SqliteWriter:
     def __init__(self, path: str) -> None:
         self.engine = sqlite_thread_engine(make_url(f"sqlite:///{path}"), connections=1, pragmas=(
             f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
-            f"cache_size={SQLITE_WRITER_CACHE_KIB}", f"wal_autocheckpoint={WAL_RESTART_FRAMES}"))
+            f"cache_size={SQLITE_WRITER_CACHE_KIB}", f"wal_autocheckpoint={WAL_RESTART_FRAMES}", TEMP_STORE))
         event.listen(self.engine, "begin", _begin_immediate)
         self.connection = self.engine.connect()
         self.checkpointer = _Checkpointer(path)
