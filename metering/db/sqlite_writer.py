@@ -4,8 +4,9 @@ This is the synchronous core of the ingest writer; it runs in the writer's own p
 (db.write_process).  Same pragmas as db.engine (WAL, ``synchronous=FULL``, ``BEGIN
 IMMEDIATE``), plus a page cache big enough for a 10,000-event transaction, and savepoints
 kept in memory.  Its commits do not checkpoint the WAL (copy it back into the database file
-and fsync that): a background thread does, at most every ``CHECKPOINT_SECONDS``, while the next transaction is being
-written (and a commit itself once the WAL is long, see ``WAL_RESTART_FRAMES``).
+and fsync that): a background thread does, at most every ``CHECKPOINT_SECONDS``, while the
+next transaction is being written (and a commit itself once the WAL is long, see
+``WAL_RESTART_FRAMES``).
 """
 
 from __future__ import annotations
