@@ -92,8 +92,8 @@ SandboxKey = tuple[str, str]  # (workspace_id, sandbox_id)
 # (time, rank, source, event_id, deployment_id, template, minutes)
 LifecycleEvent = tuple[int, int, str, str, str, Any, Any]
 # lifecycle_events unpacks stored-event rows by position.
-assert EVENT_COLUMNS[:10] == ("source", "event_id", "type", "time", "workspace_id", "deployment_id",
-                              "sandbox_id", "run_id", "template", "minutes")
+assert EVENT_COLUMNS == ("source", "event_id", "type", "time", "workspace_id", "deployment_id",
+                         "sandbox_id", "run_id", "template", "minutes", "body_hash", "payload", "received_at")
 
 
 _encode = msgspec.json.Encoder().encode
@@ -183,10 +183,11 @@ class Changes:
         """
         ws, sb = key
         before = fold.open
-        for time, rank, source, event_id, deployment, template, minutes in events:
-            fold.last = (time, rank, source, event_id)
+        if events:
+            fold.last = events[-1][:4]
+        for time, rank, _source, _event_id, deployment, template, minutes in events:
             if fold.terminated:
-                continue  # final: later events are stored but bill nothing
+                break  # final: later events are stored but bill nothing
             if rank == RUNNING:
                 if fold.open_start is None:  # the opening event's template and deployment (rule 3)
                     fold.open_start, fold.open_template, fold.open_deployment = time, template, deployment
@@ -225,12 +226,15 @@ class Changes:
 def lifecycle_events(rows: list[tuple]) -> dict[SandboxKey, list[LifecycleEvent]]:
     """The batch's sandbox events (rows in EVENT_COLUMNS order) per sandbox, each list in fold order."""
     by_sandbox: dict[SandboxKey, list[LifecycleEvent]] = defaultdict(list)
-    for source, event_id, type_, time, ws, dep, sb, _run, template, minutes, *_ in rows:
-        rank = EVENT_RANK.get(type_)
+    rank_of = EVENT_RANK.get
+    # Every name unpacked (no ``*_``, which builds a list per row): a fifth of this loop's time.
+    for source, event_id, type_, time, ws, dep, sb, _run, template, minutes, _hash, _payload, _received in rows:
+        rank = rank_of(type_)
         if rank is not None:
             by_sandbox[(ws, sb)].append((time, rank, source, event_id, dep, template, minutes))
     for events in by_sandbox.values():
-        events.sort()
+        if len(events) > 1:
+            events.sort()
     return by_sandbox
 
 
