@@ -199,12 +199,19 @@ def _pg_insert_sql(table: Table, columns: tuple[str, ...], on_conflict: str) -> 
 
 @lru_cache(maxsize=16)
 def _pg_update_sql(table: Table, set_columns: tuple[str, ...], key_columns: tuple[str, ...], tail: str) -> str:
+    """Each JSON row finds its row by key (a subquery per row: an index search), then the
+    rows are updated by primary key.  As a join of the table with the JSON rows, the planner
+    took the table's side first whenever it thought few rows matched ``tail`` (the open
+    intervals, counted as one while the statistics were old), and compared every such row
+    with every JSON row: 190 ms for 1,000 extensions among 1,000 open intervals."""
+    [pk] = [c.name for c in table.primary_key.columns]
     columns = (*set_columns, *key_columns)
     fields = ", ".join(f"(r->>{i})::{_pg_type(table, c)} AS v{i}" for i, c in enumerate(columns))
     sets = ", ".join(f"{_quote(c)} = v.v{i}" for i, c in enumerate(set_columns))
-    where = " AND ".join(f"t.{_quote(c)} = v.v{i}" for i, c in enumerate(columns) if i >= len(set_columns))
-    return (f"UPDATE {_quote(table.name)} AS t SET {sets} FROM (SELECT {fields} FROM jsonb_array_elements($1::jsonb) AS r)"
-            f" AS v WHERE {where} {tail}")
+    match = " AND ".join(f"k.{_quote(c)} = v.v{i}" for i, c in enumerate(columns) if i >= len(set_columns))
+    found = f"(SELECT k.{_quote(pk)} FROM {_quote(table.name)} AS k WHERE {match} {tail}) AS found"
+    return (f"UPDATE {_quote(table.name)} AS t SET {sets} FROM (SELECT v.*, {found} FROM "
+            f"(SELECT {fields} FROM jsonb_array_elements($1::jsonb) AS r) AS v) AS v WHERE t.{_quote(pk)} = v.found")
 
 
 _FIRST_PARAM = re.compile(r"\$1(?!\d)")
