@@ -486,36 +486,17 @@ async def test_postgres_ingest_statements_search_indexes(db, engine_name):
             assert "Join Filter" not in plan, (sql[:200], plan)
 
 
-async def test_postgres_ingest_updates_state_and_open_interval_rows_in_place(db, engine_name):
-    """Long lives extended batch after batch: on PostgreSQL their state rows and open
-    intervals are updated on their own pages (HOT: no index entry added), which needs the
-    room migration 0019 leaves on those tables' pages."""
+async def test_postgres_leaves_room_for_in_place_updates_of_states_and_intervals(db, engine_name):
+    """On PostgreSQL the pages of the two tables ingest updates (a state row per sandbox and
+    commit, an open interval per extension) are kept part empty (migration 0019), so that the
+    new row versions can stay on their page without new index entries (HOT updates).
+
+    What that gains depends on the store's size and on what else holds snapshots: a tiny store
+    updated in a burst showed 54% to 91% of its state updates HOT with the setting, 57% without,
+    the setting, so its effect is measured in bench/ (BENCHMARKS, tenth round, item 43), and
+    this test checks the setting."""
     if engine_name != "postgresql":
         pytest.skip("SQLite updates rows in place whatever the page")
-    sandboxes = [f"sb_{i:02d}" for i in range(40)]
-    batches = [[event("sandbox.running", T0, id=f"{sb}_run", sandbox_id=sb) for sb in sandboxes]]
-    batches += [[event("sandbox.extended", f"2026-01-01T00:{m:02d}:00Z", id=f"{sb}_{m}", sandbox_id=sb, minutes=15)
-                 for sb in sandboxes] for m in range(1, 13)]
-    updated = {"sandbox_states": [0, 0], "usage_intervals": [0, 0]}  # (updates, HOT updates)
-    # The transaction-level view counts since the backend last flushed its statistics, which
-    # it does now and then: the counts go down when it has.
-    pending = {table: (0, 0) for table in updated}
-    for batch in batches:
-        async with db.write() as session:
-            conn = await session.connection()
-            await conn.run_sync(partial(write_group, batches=_prepared([_rows(*batch)]), derivation=USAGE_DERIVATION))
-            counts = await session.execute(text(
-                "SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables "
-                "WHERE relname IN ('sandbox_states', 'usage_intervals')"))
-            for table, upd, hot in counts:
-                before = pending[table] if (upd, hot) >= pending[table] else (0, 0)
-                updated[table][0] += upd - before[0]
-                updated[table][1] += hot - before[1]
-                pending[table] = (upd, hot)
-    assert updated["sandbox_states"][0] == 12 * 40 and updated["usage_intervals"][0] == 12 * 40
-    for table, (upd, hot) in updated.items():
-        # At a fillfactor of 100 this run made 276 of the 480 state updates HOT, and 435 interval updates.
-        assert hot >= {"sandbox_states": 0.85, "usage_intervals": 0.98}[table] * upd, (table, upd, hot)
     async with db.read() as session:
         options = dict((await session.execute(text(
             "SELECT relname, array_to_string(reloptions, ',') FROM pg_class "
