@@ -492,8 +492,8 @@ async def test_postgres_leaves_room_for_in_place_updates_of_states_and_intervals
     new row versions can stay on their page without new index entries (HOT updates).
 
     What that gains depends on the store's size and on what else holds snapshots: a tiny store
-    updated in a burst showed 54% to 91% of its state updates HOT with the setting, 57% without,
-    the setting, so its effect is measured in bench/ (BENCHMARKS, tenth round, item 43), and
+    updated in a burst showed 54% to 91% of its state updates HOT with the setting and 57%
+    without it.  So its effect is measured in bench/ (BENCHMARKS, tenth round, item 43), and
     this test checks the setting."""
     if engine_name != "postgresql":
         pytest.skip("SQLite updates rows in place whatever the page")
