@@ -213,9 +213,10 @@ async def report(
     payment = payload.read_payment(payment_payload, payment_header)
     tx = read_transaction(transaction)
     if network is not None:
-        if not isinstance(network, str) or payload.caip2(network) is None:
+        named = payload.caip2(network) if isinstance(network, str) else None
+        if named is None:
             raise _invalid("network", "must be an EVM network: eip155:<chain id>, base or base-sepolia")
-        if payload.caip2(network) != payment.network:
+        if named != payment.network:
             raise _invalid("network", f"differs from the payment payload's network {payment.network}")
     intent = read_purpose(purpose, run_tiers)
     row = _new_row(payment, tx, intent, None, now)
