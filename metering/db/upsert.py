@@ -208,10 +208,10 @@ def _pg_update_sql(table: Table, set_columns: tuple[str, ...], key_columns: tupl
     columns = (*set_columns, *key_columns)
     fields = ", ".join(f"(r->>{i})::{_pg_type(table, c)} AS v{i}" for i, c in enumerate(columns))
     sets = ", ".join(f"{_quote(c)} = v.v{i}" for i, c in enumerate(set_columns))
-    match = " AND ".join(f"k.{_quote(c)} = v.v{i}" for i, c in enumerate(columns) if i >= len(set_columns))
+    match = " AND ".join(f"k.{_quote(c)} = j.v{i}" for i, c in enumerate(columns) if i >= len(set_columns))
     found = f"(SELECT k.{_quote(pk)} FROM {_quote(table.name)} AS k WHERE {match} {tail}) AS found"
-    return (f"UPDATE {_quote(table.name)} AS t SET {sets} FROM (SELECT v.*, {found} FROM "
-            f"(SELECT {fields} FROM jsonb_array_elements($1::jsonb) AS r) AS v) AS v WHERE t.{_quote(pk)} = v.found")
+    return (f"UPDATE {_quote(table.name)} AS t SET {sets} FROM (SELECT j.*, {found} FROM "
+            f"(SELECT {fields} FROM jsonb_array_elements($1::jsonb) AS r) AS j) AS v WHERE t.{_quote(pk)} = v.found")
 
 
 _FIRST_PARAM = re.compile(r"\$1(?!\d)")
