@@ -6,8 +6,13 @@ checkout, SQLAlchemy's connection, transaction and result machinery around each 
 CPU, shared by every request, set the latency of single events.  Here the transaction's
 function runs in a greenlet, as ``AsyncConnection.run_sync`` runs it, but each statement goes
 to asyncpg directly (``PgTransaction``), and ``BEGIN`` goes with the transaction's first
-statement (``Statements.open``) in one round trip.  One transaction at a time: ingest
-transactions are serialized anyway (events.service ``PG_INGEST_BEGIN``).
+statement (``Statements.open``) in one round trip.
+
+``CONNECTIONS`` transactions at a time, each on a connection of its own: ingest transactions
+serialize only their derivation (events.service ``PG_INGEST_SERIAL``), so the next one's
+events go in while the one before derives and commits, and PostgreSQL's work overlaps ours.
+Two transactions that insert the same events in opposite orders wait on each other's keys:
+PostgreSQL finds the deadlock and fails one, which is run again (``DEADLOCK_TRIES``).
 
 A connection the server closed between transactions is replaced (db.pg_connection), and a
 transaction whose first round trip found it gone is run again on a new one.  If it is lost
@@ -29,6 +34,8 @@ from metering.db.pg_connection import GONE, OwnConnection
 from metering.errors import Unavailable
 
 T = TypeVar("T")
+CONNECTIONS = 2
+DEADLOCK_TRIES = 3
 
 
 class PgTransaction:
@@ -86,24 +93,34 @@ class PgTransaction:
 class PgWriter:
     """``await run(fn)``: ``fn(PgTransaction)`` in one transaction, committed if it returns."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._own = OwnConnection(engine)
+    def __init__(self, engine: AsyncEngine, connections: int = CONNECTIONS) -> None:
+        self._own = [OwnConnection(engine) for _ in range(connections)]
 
     async def run(self, fn: Callable[[PgTransaction], T]) -> T:
-        async with self._own.lock:
-            for last_try in (False, True):
-                tx = None
+        own = next((c for c in self._own if not c.lock.locked()), self._own[0])
+        async with own.lock:
+            for deadlocks in range(DEADLOCK_TRIES):
                 try:
-                    tx = PgTransaction(await self._own.get())
-                    return await self._transaction(tx, fn)
-                except GONE as exc:
-                    self._own.drop()
-                    # Gone before its first answer, nothing of it reached the database: once more.
-                    if last_try or (tx is not None and tx.answered):
-                        raise _lost() from exc
+                    return await self._run_once(own, fn)
+                except asyncpg.DeadlockDetectedError:  # rolled back: nothing of it is stored
+                    if deadlocks == DEADLOCK_TRIES - 1:
+                        raise
         raise AssertionError("unreachable")
 
-    async def _transaction(self, tx: PgTransaction, fn: Callable[[PgTransaction], T]) -> T:
+    async def _run_once(self, own: OwnConnection, fn: Callable[[PgTransaction], T]) -> T:
+        for last_try in (False, True):
+            tx = None
+            try:
+                tx = PgTransaction(await own.get())
+                return await self._transaction(own, tx, fn)
+            except GONE as exc:
+                own.drop()
+                # Gone before its first answer, nothing of it reached the database: once more.
+                if last_try or (tx is not None and tx.answered):
+                    raise _lost() from exc
+        raise AssertionError("unreachable")
+
+    async def _transaction(self, own: OwnConnection, tx: PgTransaction, fn: Callable[[PgTransaction], T]) -> T:
         try:
             result = await greenlet_spawn(fn, tx)
             if tx.begun:
@@ -113,20 +130,22 @@ class PgWriter:
             raise
         except Exception:
             if tx.begun:
-                await self._rollback(tx.conn)
+                await _rollback(own, tx.conn)
             raise
         except BaseException:  # cancelled, maybe mid-statement: closed, the server rolls it back
-            self._own.drop()
+            own.drop()
             raise
 
-    async def _rollback(self, conn: asyncpg.Connection) -> None:
-        try:
-            await conn.execute("ROLLBACK")
-        except Exception:  # noqa: BLE001 - the connection is unusable: a new one next time
-            self._own.drop()
-
     async def close(self) -> None:
-        await self._own.close()
+        for own in self._own:
+            await own.close()
+
+
+async def _rollback(own: OwnConnection, conn: asyncpg.Connection) -> None:
+    try:
+        await conn.execute("ROLLBACK")
+    except Exception:  # noqa: BLE001 - the connection is unusable: a new one next time
+        own.drop()
 
 
 def _lost() -> Unavailable:

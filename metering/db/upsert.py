@@ -166,7 +166,7 @@ class BulkSQL:
         each key is an equality search on it.  On PostgreSQL it is ``keyed_chunks``' one
         JSON array instead, which ``execute_together`` can join: its planner makes the same
         per-key searches of that, given a big table or the ingest transaction's settings
-        (events.service ``PG_INGEST_BEGIN``).
+        (events.service ``PG_INGEST_PLANS``).
         """
         if not keys:
             return []

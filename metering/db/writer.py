@@ -3,8 +3,8 @@
 On a SQLite file each transaction runs in the writer's own process (db.write_process: why
 a process, and its protocol), one after the other, started with the runner and started
 again if it dies.  On PostgreSQL, whose work is in the server's process, it runs here on
-a connection of the writer's own (db.pg_writer); on an in-memory SQLite, on the async
-engine through SQLAlchemy's greenlet bridge.
+connections of the writer's own, two at a time (db.pg_writer); on an in-memory SQLite, on
+the async engine through SQLAlchemy's greenlet bridge.
 """
 
 from __future__ import annotations
@@ -63,6 +63,13 @@ class WriteRunner:
     def in_process(self) -> bool:
         """Whether functions run in this process (False: they are pickled to the writer's)."""
         return self._path is None
+
+    @property
+    def overlaps(self) -> bool:
+        """Whether a transaction sent before the last one is answered gets under way at once
+        (the writer process queues it; PostgreSQL starts it on another connection), rather
+        than only waiting for a lock here."""
+        return self._path is not None or self._pg is not None
 
     @property
     def pid(self) -> int | None:

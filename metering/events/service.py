@@ -5,9 +5,10 @@ sent for the canonical payload), a light rule check per event, then bulk driver 
 (db.upsert.BulkSQL).  Messages are only built when something is wrong: then the batch is
 checked again as dicts, event by event, to name every bad event's index and field.
 
-Writes go through ``EventWriter``: one ingest transaction at a time per process (SQLite has
-one writer anyway, and usage derivation must not fold a sandbox from two transactions), and
-requests that arrive while one is being written are committed together in the next one.
+Writes go through ``EventWriter``: requests that arrive while a transaction is being written
+are committed together in the next one.  Usage derivation must not fold a sandbox from two
+transactions at once: SQLite has one writer anyway, and on PostgreSQL the derivations take a
+lock (``write_group``), while the events of the next transaction go in beside them.
 Repeats inside a request are found on the event loop first (a 409 needs no database).  The
 derivation's grouping is made there too when the writer runs in this process (PostgreSQL)
 and the request is small; the SQLite writer's process makes it itself, which costs less than
@@ -52,19 +53,19 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ONE_US = datetime.resolution
 MAX_REPORTED_ERRORS = 100
 ON_KEY_CONFLICT = "ON CONFLICT (source, event_id) DO NOTHING"
-# Serializes ingest transactions across processes on PostgreSQL (SQLite's write lock does it there).
+# Serializes the derivation of ingest transactions across connections and processes on
+# PostgreSQL (SQLite's write lock serializes whole transactions there): two transactions
+# must not fold one sandbox at once.  Taken after the events are inserted (write_group).
 PG_INGEST_LOCK = 0x6D6574_6572696E  # "meterin"
-# The first statement of a PostgreSQL ingest transaction: the lock, and plans that search
-# indexes.  Every row the transaction reads or deletes it finds by key, for the keys the
-# requests carry; but the planner counts 100 keys in any JSON array, and while a table is
-# small or not analyzed yet, hashing all of it looks cheaper than 100 index searches.  A
-# prepared statement keeps that plan as the table grows (every transaction read all of
-# events and sandbox_states, until the next autoanalyze).  set_config(..., true): this
-# transaction only.
-PG_INGEST_BEGIN = (
-    f"SELECT pg_advisory_xact_lock({PG_INGEST_LOCK}), "
-    + ", ".join(f"set_config('{name}', 'off', true)" for name in ("enable_hashjoin", "enable_mergejoin", "enable_seqscan"))
-)
+PG_INGEST_SERIAL = f"SELECT pg_advisory_xact_lock({PG_INGEST_LOCK})"
+# The first statement of a PostgreSQL ingest transaction: plans that search indexes.  Every
+# row the transaction reads or deletes it finds by key, for the keys the requests carry; but
+# the planner counts 100 keys in any JSON array, and while a table is small or not analyzed
+# yet, hashing all of it looks cheaper than 100 index searches.  A prepared statement keeps
+# that plan as the table grows (every transaction read all of events and sandbox_states,
+# until the next autoanalyze).  set_config(..., true): this transaction only.
+PG_INGEST_PLANS = "SELECT " + ", ".join(
+    f"set_config('{name}', 'off', true)" for name in ("enable_hashjoin", "enable_mergejoin", "enable_seqscan"))
 # A group commit holds at most this many events (a request this big goes alone).  A commit's
 # cost is mostly the pages it dirties, one per place its rows go in each index, so sharing one
 # commit pays more the more requests share it, whatever their size.
@@ -355,48 +356,30 @@ def _conflict(index: int) -> Conflict:
 # Synchronous: a whole ingest transaction runs in one go on the writer (db.writer.WriteRunner).
 
 
-def _store(sql: BulkSQL, batch: Prepared, derivation: Derivation | None) -> IngestResult:
-    """Insert one request's events inside the current transaction."""
-    rows, unique, indexes, derived = batch
-    if sql.is_pg and len(unique) > PIECE_EVENTS:
-        return _store_in_pieces(sql, batch, derivation)
-    inserted = sql.execute_all(sql.insert_chunks(EVENTS, EVENT_COLUMNS, unique, ON_KEY_CONFLICT))
-    if inserted < len(unique):  # some were stored before: repeats, or conflicts?
-        stored = _stored_hashes(sql, [_key(r) for r in unique])
-        for offset, row in enumerate(unique):
-            if stored[_key(row)] != row[BODY_HASH]:
-                raise _conflict(indexes[offset])
-    if derivation is not None and inserted:
-        derivation.apply(sql, derived if derived is not None else derivation.prepare(unique))
-    return IngestResult(accepted=inserted, duplicates=len(rows) - inserted)
-
-
-def _store_in_pieces(sql: BulkSQL, batch: Prepared, derivation: Derivation | None) -> IngestResult:
-    """``_store`` for a big request on PostgreSQL, whose transaction runs on the event loop
-    (db.pg_writer): in pieces of ``PIECE_EVENTS`` events, each with statements of its own,
-    so that the loop answers other requests between them (while each statement runs)."""
-    rows, unique, indexes, _ = batch
+def _insert(sql: BulkSQL, unique: list[Row], indexes: list[int] | None) -> int:
+    """Insert a request's events, skipping those stored before; how many went in.  409 if one
+    of them was stored with another body (``indexes``: each row's index in its request), or
+    with ``indexes`` None, ``_StoredBefore`` at the first repeat.  On PostgreSQL in pieces of
+    ``PIECE_EVENTS`` events, each a statement of its own, so that the loop answers other
+    requests between them (its transaction runs on the event loop, db.pg_writer)."""
+    step = PIECE_EVENTS if sql.is_pg else max(1, len(unique))
     inserted = 0
-    for lo in range(0, len(unique), PIECE_EVENTS):
-        piece = unique[lo:lo + PIECE_EVENTS]
+    for lo in range(0, len(unique), step):
+        piece = unique[lo:lo + step]
         added = sql.execute_all(sql.insert_chunks(EVENTS, EVENT_COLUMNS, piece, ON_KEY_CONFLICT))
         if added < len(piece):  # some were stored before: repeats, or conflicts?
+            if indexes is None:
+                raise _StoredBefore
             stored = _stored_hashes(sql, [_key(r) for r in piece])
             for offset, row in enumerate(piece):
                 if stored[_key(row)] != row[BODY_HASH]:
                     raise _conflict(indexes[lo + offset])
         inserted += added
-    if derivation is not None and inserted:
-        _derive(sql, derivation, unique)
-    return IngestResult(accepted=inserted, duplicates=len(rows) - inserted)
+    return inserted
 
 
-def _insert_in_pieces(sql: BulkSQL, rows: list[Row]) -> int:
-    """Insert ``rows``, skipping keys stored before; how many went in.  On PostgreSQL in
-    pieces of ``PIECE_EVENTS`` (see ``_store_in_pieces``)."""
-    step = PIECE_EVENTS if sql.is_pg else max(1, len(rows))
-    return sum(sql.execute_all(sql.insert_chunks(EVENTS, EVENT_COLUMNS, rows[lo:lo + step], ON_KEY_CONFLICT))
-               for lo in range(0, len(rows), step))
+def _result(batch: Prepared, inserted: int) -> IngestResult:
+    return IngestResult(accepted=inserted, duplicates=len(batch.rows) - inserted)
 
 
 def _derive(sql: BulkSQL, derivation: Derivation, rows: list[Row]) -> None:
@@ -434,47 +417,38 @@ class _StoredBefore(Exception):
     """Some event of a group was stored before: each request must learn its own repeats."""
 
 
-def _store_together(
-    sql: BulkSQL, batches: list[Prepared], derivation: Derivation | None
-) -> list[IngestResult | Exception] | None:
+def _insert_together(sql: BulkSQL, batches: list[Prepared]) -> list[IngestResult | Exception] | None:
     """Several requests' events in one set of statements, or None when each request must go
     on its own: two of them share a key, or one repeats an event stored before.
 
-    Optimistic: all the events are inserted at once, in a savepoint, and derived at once.
-    If fewer rows went in than were sent, something repeats a stored event: the savepoint
-    is rolled back and the caller stores each request on its own, where its repeats and
-    conflicts are found.  Nothing is read back in the common case, whatever the group's size.
+    Optimistic: all the events are inserted at once, in a savepoint.  If fewer rows went in
+    than were sent, something repeats a stored event: the savepoint is rolled back and the
+    caller inserts each request on its own, where its repeats and conflicts are found.
+    Nothing is read back in the common case, whatever the group's size.
     """
     owner: dict[tuple[str, str], int] = {}
     for i, batch in enumerate(batches):
         for row in batch.unique:
             if owner.setdefault(_key(row), i) != i:
                 return None  # the order between the requests matters: let each go on its own
-    rows = [row for batch in batches for row in batch.unique]
     try:
         with sql.run.savepoint():
-            if _insert_in_pieces(sql, rows) != len(rows):
-                raise _StoredBefore
-            if derivation is not None:
-                _derive(sql, derivation, rows)
+            _insert(sql, [row for batch in batches for row in batch.unique], None)
     except _StoredBefore:
         return None
-    return [IngestResult(accepted=len(b.unique), duplicates=len(b.rows) - len(b.unique)) for b in batches]
+    return [_result(batch, len(batch.unique)) for batch in batches]
 
 
-def _store_each(
-    sql: BulkSQL, batches: list[Prepared], derivation: Derivation | None
-) -> list[IngestResult | Exception]:
-    """One request after the other, each in a savepoint: a 409 rolls back only its own events."""
+def _insert_each(sql: BulkSQL, batches: list[Prepared]) -> list[IngestResult | Exception]:
+    """One request after the other, each in a savepoint: a 409 rolls back only its own events.
+    Any other error fails the transaction (on PostgreSQL a deadlock is then run again)."""
     outcomes: list[IngestResult | Exception] = []
     for batch in batches:
         try:
             with sql.run.savepoint():
-                outcome = _store(sql, batch, derivation)
-        except Exception as exc:  # noqa: BLE001 - it is that request's answer
+                outcomes.append(_result(batch, _insert(sql, batch.unique, batch.indexes)))
+        except Conflict as exc:  # it is that request's answer
             outcomes.append(exc)
-        else:
-            outcomes.append(outcome)
     return outcomes
 
 
@@ -485,14 +459,33 @@ def write_group(
 
     One outcome per batch.  With a single batch an error is raised (the caller rolls back).
     ``conn``: what the writer gives (db.writer), or a caller's connection in a transaction.
+
+    First every request's events are inserted, then the usage they change is derived.  On
+    PostgreSQL only the derivation is serialized (``PG_INGEST_SERIAL``): the inserts of the
+    next transaction run beside it, on another connection, and the unique key makes a
+    second insert of an event wait for the first one's commit (then it is a duplicate).
     """
     sql = BulkSQL(conn)
-    if sql.is_pg:  # one ingest transaction at a time, across service instances too
-        sql.run.open(PG_INGEST_BEGIN)
+    if sql.is_pg:
+        sql.run.open(PG_INGEST_PLANS)
     if len(batches) == 1:
-        return [_store(sql, batches[0], derivation)]
-    outcomes = _store_together(sql, batches, derivation)
-    return outcomes if outcomes is not None else _store_each(sql, batches, derivation)
+        only = batches[0]
+        outcomes: list[IngestResult | Exception] = [_result(only, _insert(sql, only.unique, only.indexes))]
+    else:
+        outcomes = _insert_together(sql, batches) or _insert_each(sql, batches)
+    stored = [batch for batch, outcome in zip(batches, outcomes)
+              if isinstance(outcome, IngestResult) and outcome.accepted]
+    if derivation is None or not stored:
+        return outcomes
+    if sql.is_pg:  # not in a savepoint: the lock must last to the commit
+        sql.run.count(PG_INGEST_SERIAL, ())
+    if len(stored) == 1 and stored[0].derived is not None:
+        derivation.apply(sql, stored[0].derived)
+        return outcomes
+    # A request that repeats another's event (with the same body: checked) carries it too.
+    rows = stored[0].unique if len(stored) == 1 else list({_key(r): r for b in stored for r in b.unique}.values())
+    _derive(sql, derivation, rows)
+    return outcomes
 
 
 async def store_batch(db: Database, rows: list[Row], *, derivation: Derivation | None = None) -> IngestResult:
@@ -507,15 +500,17 @@ async def store_batch(db: Database, rows: list[Row], *, derivation: Derivation |
 
 
 class EventWriter:
-    """Group commit: one ingest transaction at a time, carrying every request that waits for it.
+    """Group commit: an ingest transaction carries every request that waits for it.
 
     With ``synchronous=FULL`` each SQLite commit costs an fsync, and there is one writer at a
     time, so concurrent single-event requests would queue on the lock, each paying its own
     fsync.  Instead they queue here, and the next transaction stores them all under one commit.
     A writer in another process is sent a big next group while it writes the current one
     (``WRITER_DEPTH``): the event loop may be busy decoding a big batch when a transaction
-    ends, and the writer should not wait for it to be free.  Small requests wait for the
-    transaction in progress instead, so that more of them share the next commit.
+    ends, and the writer should not wait for it to be free.  On PostgreSQL that group's
+    transaction starts at once on a second connection, and its inserts overlap the first one's
+    derivation and commit.  Small requests wait for the transaction in progress instead, so
+    that more of them share the next commit.
     """
 
     def __init__(self, db: Database, derivation: Derivation | None) -> None:
@@ -524,7 +519,7 @@ class EventWriter:
         # The writer process imports this module and the derivation's as it starts.
         modules = [__name__] + ([derivation.apply.__module__] if derivation else [])
         self.runner = db.write_runner(preload=modules)
-        self.depth = 1 if self.runner.in_process else WRITER_DEPTH
+        self.depth = WRITER_DEPTH if self.runner.overlaps else 1
         self._queue: list[tuple[Prepared, asyncio.Future[IngestResult]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -533,7 +528,7 @@ class EventWriter:
         if not rows:
             return IngestResult(accepted=0, duplicates=0)
         # In another process, the writer groups the rows itself: cheaper than sending the groups.
-        # So does the transaction of a big request here, piece by piece (_store_in_pieces).
+        # So does the transaction of a big request here, piece by piece (_derive).
         grouped_here = self.runner.in_process and len(rows) <= PIECE_EVENTS
         batch = prepare(rows, self.derivation if grouped_here else None)
         future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()

@@ -23,8 +23,9 @@ from sqlalchemy import event as sa_event, text
 
 from metering.errors import Conflict
 from metering.events.schemas import WireEvent
-from metering.events.service import PG_INGEST_BEGIN, EventWriter, parse_events, prepare, write_group
-from metering.events.service import _store_in_pieces as _in_pieces
+from metering.events.service import (
+    PG_INGEST_PLANS, PG_INGEST_SERIAL, EventWriter, parse_events, prepare, write_group,
+)
 from metering.usage.derive import USAGE_DERIVATION
 from tests.factories import event
 
@@ -240,6 +241,55 @@ async def test_requests_arriving_together_share_one_commit(db):
     assert await _count(db, "events") == 9
 
 
+async def test_postgres_inserts_events_before_it_waits_to_derive(db, engine_name):
+    """On PostgreSQL an ingest transaction inserts its events first and only then takes the
+    lock that serializes derivations (events.service ``PG_INGEST_SERIAL``): held by another
+    transaction (another instance's, here), it waits there with its events in, and goes on
+    when that one commits."""
+    if engine_name != "postgresql":
+        pytest.skip("SQLite's write lock serializes whole transactions")
+    rows = _rows(*_lifecycle("sb_waits"))
+    async with db.connect() as holder:
+        await holder.exec_driver_sql(PG_INGEST_SERIAL)
+        writing = asyncio.ensure_future(db.write_runner().run(
+            partial(write_group, batches=_prepared([rows]), derivation=USAGE_DERIVATION)))
+        for _ in range(200):
+            await holder.exec_driver_sql("SELECT pg_stat_clear_snapshot()")  # else kept for the transaction
+            waiting = (await holder.exec_driver_sql(
+                "SELECT query FROM pg_stat_activity WHERE wait_event = 'advisory' AND pid <> pg_backend_pid()")).all()
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert [q for (q,) in waiting] == [PG_INGEST_SERIAL] and not writing.done()
+        await holder.commit()
+    outcome, = await writing
+    assert outcome.accepted == 4
+    assert len((await _usage_rows(db))[0]) == 3  # two giga-mini pieces (a month ends), giga-max open
+
+
+async def test_postgres_transactions_with_the_same_events_at_once_store_and_bill_them_once(db, engine_name):
+    """Two ingest transactions at once (two connections) with the same 96 events, in opposite
+    orders: their inserts wait on each other's keys (a deadlock that PostgreSQL breaks, and the
+    writer runs the failed one again).  Each event is accepted once and billed once: the usage
+    is what one request alone gives."""
+    if engine_name != "postgresql":
+        pytest.skip("the SQLite writer runs one transaction at a time")
+    from tests.conftest import empty_tables
+
+    events = [ev for n in range(24) for ev in _lifecycle(f"sb_twice_{n}")]
+    runner = db.write_runner()
+    outcomes = await asyncio.gather(*(
+        runner.run(partial(write_group, batches=_prepared([_rows(*batch)]), derivation=USAGE_DERIVATION))
+        for batch in (events, events[::-1])))
+    # The one that waited, or ran again, found every event stored.
+    assert sorted((o.accepted, o.duplicates) for (o,) in outcomes) == [(0, 96), (96, 0)]
+    together = await _usage_rows(db), await _states(db)
+    await empty_tables(db)
+    await _write(db, [_rows(*events)])
+    assert together == (await _usage_rows(db), await _states(db))
+    assert await _count(db, "events") == 96
+
+
 async def test_late_events_rederive_only_their_sandbox(db):
     """sb_late's events arrive newest first, one batch each, with a repeat; sb_calm, in the
     same workspace at the same times, arrives in order.  Both end with the same rows."""
@@ -277,12 +327,19 @@ async def _states(db):
 
 async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db, write, monkeypatch, engine_name):
     """On PostgreSQL a request of more than PIECE_EVENTS events is stored and derived piece by
-    piece (events.service._store_in_pieces): the same rows, repeats and conflicts as in one."""
+    piece (events.service._insert, _derive): the same rows, repeats and conflicts as in one."""
     from metering.events import service
     from tests.conftest import empty_tables
 
-    in_pieces = []
-    monkeypatch.setattr(service, "_store_in_pieces", lambda *a: in_pieces.append(1) or _in_pieces(*a))
+    inserts = []  # the events inserts of each try
+    chunks = service.BulkSQL.insert_chunks
+
+    def counted(sql, table, *args):
+        if table is service.EVENTS:
+            inserts.append(1)
+        return chunks(sql, table, *args)
+
+    monkeypatch.setattr(service.BulkSQL, "insert_chunks", counted)
     sandboxes = [f"sb_{n}" for n in range(5)]
     first = [ev for sb in sandboxes for ev in _lifecycle(sb)[1:]]  # arrive before their runs
     second = [_lifecycle(sb)[0] for sb in sandboxes] + first[:3]  # the late runs, and repeats
@@ -290,6 +347,7 @@ async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db
     for piece in (10**6, 3):  # in one piece, then in pieces of about 3 events
         monkeypatch.setattr(service, "PIECE_EVENTS", piece)
         await empty_tables(db)
+        inserts.clear()
         results = [(await write([_rows(*first)]))[0], (await write([_rows(*second)]))[0]]
         clash = _rows(*second[:4], {**first[2], "time": "2026-02-01T01:00:01Z"})
         with pytest.raises(Conflict) as conflict:
@@ -298,7 +356,8 @@ async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db
         outcomes[piece] = [(r.accepted, r.duplicates) for r in results], await _usage_rows(db), await _states(db)
     assert outcomes[3] == outcomes[10**6]
     assert outcomes[3][0] == [(15, 0), (5, 3)]
-    assert len(in_pieces) == (3 if engine_name == "postgresql" else 0)
+    if engine_name == "postgresql":  # 15 events in 5 pieces, 8 in 3, and the clash's second piece its conflict
+        assert len(inserts) == 5 + 3 + 2
     intervals, _ = outcomes[3][1]
     assert len(intervals) == 5 * 3 and await _count(db, "events") == 20
 
@@ -477,7 +536,7 @@ async def test_postgres_ingest_statements_search_indexes(db, engine_name):
     assert any("INSERT INTO sandbox_history_chunks" in sql for sql, _ in queries)  # sealed
     assert any('UPDATE "usage_intervals"' in sql for sql, _ in queries)  # extended in place
     async with db.engine.begin() as conn:
-        await conn.exec_driver_sql(PG_INGEST_BEGIN)
+        await conn.exec_driver_sql(PG_INGEST_PLANS)
         for sql, params in queries:
             plan = "\n".join(row[0] for row in await conn.exec_driver_sql(f"EXPLAIN {sql}", params))
             assert not re.search(r"Seq Scan|Hash (Semi |Anti )?Join|Merge", plan), (sql[:200], plan)

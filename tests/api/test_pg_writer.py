@@ -81,3 +81,29 @@ async def test_an_error_rolls_back_and_the_connection_goes_on(runner, db):
         await runner.run(write)
     assert await _marks(db) == 0
     assert await runner.run(_pid) == first
+
+
+async def test_two_transactions_run_at_once_and_a_deadlock_between_them_runs_again(runner, db):
+    """Two transactions on the writer's two connections: each inserts the other's second key
+    first, so each waits for the other.  PostgreSQL fails one of them (after its
+    deadlock_timeout); it is rolled back and run again, and both are answered."""
+    async with db.connect() as conn:
+        await conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS pg_writer_keys (k text PRIMARY KEY)")
+        await conn.commit()
+    tries = []
+
+    def insert(first, second):
+        def write(tx):
+            tries.append(first)
+            tx.open(f"INSERT INTO pg_writer_keys VALUES ('{first}') ON CONFLICT DO NOTHING")
+            tx.rows("SELECT pg_sleep(0.3)", ())  # the other transaction takes its first key meanwhile
+            tx.count(f"INSERT INTO pg_writer_keys VALUES ('{second}') ON CONFLICT DO NOTHING", ())
+            return tx.rows("SELECT pg_backend_pid()", ())[0][0]
+        return write
+
+    pids = await asyncio.gather(runner.run(insert("a", "b")), runner.run(insert("b", "a")))
+    assert pids[0] != pids[1]  # at once, on two connections
+    assert len(tries) >= 3  # one ran again (its second try may deadlock once more: then the other's)
+    async with db.read() as session:
+        keys = (await session.execute(text("SELECT k FROM pg_writer_keys ORDER BY k"))).scalars().all()
+    assert keys == ["a", "b"]
