@@ -95,16 +95,27 @@ class PgWriter:
 
     def __init__(self, engine: AsyncEngine, connections: int = CONNECTIONS) -> None:
         self._own = [OwnConnection(engine) for _ in range(connections)]
+        self._users = [0] * connections  # transactions running or waiting, per connection
 
     async def run(self, fn: Callable[[PgTransaction], T]) -> T:
-        own = next((c for c in self._own if not c.lock.locked()), self._own[0])
-        async with own.lock:
-            for deadlocks in range(DEADLOCK_TRIES):
-                try:
-                    return await self._run_once(own, fn)
-                except asyncpg.DeadlockDetectedError:  # rolled back: nothing of it is stored
-                    if deadlocks == DEADLOCK_TRIES - 1:
-                        raise
+        # The connection with the fewest users: with more callers than connections (the HTTP
+        # and the stream's writers), both connections stay busy.
+        i = min(range(len(self._own)), key=self._users.__getitem__)
+        own = self._own[i]
+        self._users[i] += 1
+        try:
+            async with own.lock:
+                return await self._run_retrying(own, fn)
+        finally:
+            self._users[i] -= 1
+
+    async def _run_retrying(self, own: OwnConnection, fn: Callable[[PgTransaction], T]) -> T:
+        for deadlocks in range(DEADLOCK_TRIES):
+            try:
+                return await self._run_once(own, fn)
+            except asyncpg.DeadlockDetectedError:  # rolled back: nothing of it is stored
+                if deadlocks == DEADLOCK_TRIES - 1:
+                    raise
         raise AssertionError("unreachable")
 
     async def _run_once(self, own: OwnConnection, fn: Callable[[PgTransaction], T]) -> T:

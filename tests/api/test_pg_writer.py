@@ -107,3 +107,14 @@ async def test_two_transactions_run_at_once_and_a_deadlock_between_them_runs_aga
     async with db.read() as session:
         keys = (await session.execute(text("SELECT k FROM pg_writer_keys ORDER BY k"))).scalars().all()
     assert keys == ["a", "b"]
+
+
+async def test_more_transactions_than_connections_keep_both_connections_busy(runner):
+    """Four callers at once (the HTTP and the stream's writers, two groups each): two on each
+    connection, not three waiting for the first one while the second is free."""
+    def slow(tx):
+        tx.rows("SELECT pg_sleep(0.2)", ())
+        return _pid(tx)
+
+    pids = await asyncio.gather(*(runner.run(slow) for _ in range(4)))
+    assert sorted(pids.count(pid) for pid in set(pids)) == [2, 2]
