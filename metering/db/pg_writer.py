@@ -1,4 +1,4 @@
-"""The ingest writer on PostgreSQL: whole transactions on one asyncpg connection of its own.
+"""The ingest writer on PostgreSQL: whole transactions on asyncpg connections of its own.
 
 Through the async engine an ingest transaction paid, besides its statements, a pool
 checkout, SQLAlchemy's connection, transaction and result machinery around each statement
@@ -12,7 +12,8 @@ statement (``Statements.open``) in one round trip.
 serialize only their derivation (events.service ``PG_INGEST_SERIAL``), so the next one's
 events go in while the one before derives and commits, and PostgreSQL's work overlaps ours.
 Two transactions that insert the same events in opposite orders wait on each other's keys:
-PostgreSQL finds the deadlock and fails one, which is run again (``DEADLOCK_TRIES``).
+PostgreSQL finds the deadlock and fails one, which is run again (``DEADLOCK_TRIES``; then
+503: nothing of it was stored, and sent again it goes through).
 
 A connection the server closed between transactions is replaced (db.pg_connection), and a
 transaction whose first round trip found it gone is run again on a new one.  If it is lost
@@ -113,9 +114,10 @@ class PgWriter:
         for deadlocks in range(DEADLOCK_TRIES):
             try:
                 return await self._run_once(own, fn)
-            except asyncpg.DeadlockDetectedError:  # rolled back: nothing of it is stored
+            except asyncpg.DeadlockDetectedError as exc:  # rolled back: nothing of it is stored
                 if deadlocks == DEADLOCK_TRIES - 1:
-                    raise
+                    raise Unavailable("this request's events waited on another request's, again and again; none "
+                                      "was stored, send it again") from exc
         raise AssertionError("unreachable")
 
     async def _run_once(self, own: OwnConnection, fn: Callable[[PgTransaction], T]) -> T:

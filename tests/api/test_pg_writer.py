@@ -83,12 +83,13 @@ async def test_an_error_rolls_back_and_the_connection_goes_on(runner, db):
     assert await runner.run(_pid) == first
 
 
-async def test_two_transactions_run_at_once_and_a_deadlock_between_them_runs_again(runner, db):
-    """Two transactions on the writer's two connections: each inserts the other's second key
-    first, so each waits for the other.  PostgreSQL fails one of them (after its
-    deadlock_timeout); it is rolled back and run again, and both are answered."""
+async def _crossing(runner, db):
+    """Two transactions on the writer's two connections at once, each inserting first the key
+    the other inserts second: each waits for the other, and PostgreSQL fails one of them
+    (after its deadlock_timeout).  Their outcomes, how many tries they took, the keys stored."""
     async with db.connect() as conn:
         await conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS pg_writer_keys (k text PRIMARY KEY)")
+        await conn.exec_driver_sql("DELETE FROM pg_writer_keys")
         await conn.commit()
     tries = []
 
@@ -101,12 +102,26 @@ async def test_two_transactions_run_at_once_and_a_deadlock_between_them_runs_aga
             return tx.rows("SELECT pg_backend_pid()", ())[0][0]
         return write
 
-    pids = await asyncio.gather(runner.run(insert("a", "b")), runner.run(insert("b", "a")))
-    assert pids[0] != pids[1]  # at once, on two connections
-    assert len(tries) >= 3  # one ran again (its second try may deadlock once more: then the other's)
+    outcomes = await asyncio.gather(runner.run(insert("a", "b")), runner.run(insert("b", "a")), return_exceptions=True)
     async with db.read() as session:
         keys = (await session.execute(text("SELECT k FROM pg_writer_keys ORDER BY k"))).scalars().all()
+    return outcomes, len(tries), keys
+
+
+async def test_two_transactions_run_at_once_and_a_deadlock_between_them_runs_again(runner, db):
+    outcomes, tries, keys = await _crossing(runner, db)
+    assert all(isinstance(pid, int) for pid in outcomes) and outcomes[0] != outcomes[1]  # on two connections
+    assert tries >= 3  # one ran again (its second try may deadlock once more: then the other's)
     assert keys == ["a", "b"]
+
+
+async def test_a_deadlock_that_keeps_coming_back_is_503_and_stores_nothing(runner, db, monkeypatch):
+    from metering.db import pg_writer
+
+    monkeypatch.setattr(pg_writer, "DEADLOCK_TRIES", 1)
+    outcomes, tries, keys = await _crossing(runner, db)
+    assert tries == 2 and sorted(type(o).__name__ for o in outcomes) == ["Unavailable", "int"]
+    assert keys == ["a", "b"]  # both the other's
 
 
 async def test_more_transactions_than_connections_keep_both_connections_busy(runner):
