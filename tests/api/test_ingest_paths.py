@@ -256,7 +256,8 @@ async def test_postgres_inserts_events_before_it_waits_to_derive(db, engine_name
         for _ in range(200):
             await holder.exec_driver_sql("SELECT pg_stat_clear_snapshot()")  # else kept for the transaction
             waiting = (await holder.exec_driver_sql(
-                "SELECT query FROM pg_stat_activity WHERE wait_event = 'advisory' AND pid <> pg_backend_pid()")).all()
+                "SELECT query FROM pg_stat_activity WHERE wait_event = 'advisory' AND datname = current_database() "
+                "AND pid <> pg_backend_pid()")).all()
             if waiting:
                 break
             await asyncio.sleep(0.05)

@@ -91,13 +91,14 @@ async def _crossing(runner, db):
         await conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS pg_writer_keys (k text PRIMARY KEY)")
         await conn.exec_driver_sql("DELETE FROM pg_writer_keys")
         await conn.commit()
+    await asyncio.gather(*(runner.run(_pid) for _ in range(2)))  # both connections open: they start together
     tries = []
 
     def insert(first, second):
         def write(tx):
             tries.append(first)
             tx.open(f"INSERT INTO pg_writer_keys VALUES ('{first}') ON CONFLICT DO NOTHING")
-            tx.rows("SELECT pg_sleep(0.3)", ())  # the other transaction takes its first key meanwhile
+            tx.rows("SELECT pg_sleep(0.5)", ())  # the other transaction takes its first key meanwhile
             tx.count(f"INSERT INTO pg_writer_keys VALUES ('{second}') ON CONFLICT DO NOTHING", ())
             return tx.rows("SELECT pg_backend_pid()", ())[0][0]
         return write
