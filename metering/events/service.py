@@ -471,8 +471,11 @@ def write_group(
     if len(batches) == 1:
         only = batches[0]
         outcomes: list[IngestResult | Exception] = [_result(only, _insert(sql, only.unique, only.indexes))]
+        each = False
     else:
-        outcomes = _insert_together(sql, batches) or _insert_each(sql, batches)
+        together = _insert_together(sql, batches)
+        each = together is None  # one request after the other: they may share events
+        outcomes = together if together is not None else _insert_each(sql, batches)
     stored = [batch for batch, outcome in zip(batches, outcomes)
               if isinstance(outcome, IngestResult) and outcome.accepted]
     if derivation is None or not stored:
@@ -482,8 +485,9 @@ def write_group(
     if len(stored) == 1 and stored[0].derived is not None:
         derivation.apply(sql, stored[0].derived)
         return outcomes
-    # A request that repeats another's event (with the same body: checked) carries it too.
-    rows = stored[0].unique if len(stored) == 1 else list({_key(r): r for b in stored for r in b.unique}.values())
+    rows = [row for batch in stored for row in batch.unique]
+    if each:  # a request that repeats another's event (with the same body: checked) carries it too
+        rows = list({_key(row): row for row in rows}.values())
     _derive(sql, derivation, rows)
     return outcomes
 
