@@ -64,19 +64,21 @@ async def test_large_export_memory_stays_flat(server, db):
         assert rss.growth_kb < CEILING_MB * 1024, f"{fmt}: peak RSS grew {rss.growth_kb // 1024} MB"
 
 
-async def open_transactions(db, db_url) -> int:
-    """Connections of the database still inside a transaction (PostgreSQL), or readers still
-    holding a snapshot, which keep a full checkpoint from finishing (SQLite)."""
+async def open_transactions(db, db_url) -> list:
+    """Connections of the database still inside a transaction (PostgreSQL: what each ran
+    last, and when it began), or readers still holding a snapshot, which keep a full
+    checkpoint from finishing (SQLite: a one-item list)."""
     if db.is_sqlite:
         conn = sqlite3.connect(db_url.split("///", 1)[1])
         try:
-            return conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]  # 1: busy
+            return ["busy"] * conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         finally:
             conn.close()
     async with db.connect() as conn:
-        return (await conn.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"))).scalar_one()
+        return [tuple(row) for row in (await conn.execute(text(
+            "SELECT pid, client_port, state, query, backend_start, xact_start FROM pg_stat_activity "
+            "WHERE datname = current_database() AND state LIKE 'idle in transaction%' "
+            "AND pid <> pg_backend_pid()"))).all()]
 
 
 async def test_abandoned_exports_give_their_connections_back(server, db, db_url):
@@ -98,7 +100,7 @@ async def test_abandoned_exports_give_their_connections_back(server, db, db_url)
     deadline = time.monotonic() + 10
     while await open_transactions(db, db_url) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-    assert await open_transactions(db, db_url) == 0
+    assert await open_transactions(db, db_url) == []
     size, lines = stream_export(server, "csv", **ten_years)
     assert lines == 1 + 50_000
     resp = httpx.get(f"{server.url}/v1/exports/invoices", params=ten_years, headers=auth, timeout=10)
