@@ -25,9 +25,11 @@ _NOT_STRUCTURE = bytes(set(range(256)) - set(b'"[]{}'))
 
 
 def nests_deeper_than(body: bytes, limit: int) -> bool:
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return False  # the common case: a small document, or a flat one
-    text = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(_STRUCTURE, _NOT_STRUCTURE)
+    if b"\\" in body:  # a memchr: most bodies escape nothing, and each replacement is a scan
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    text = body.translate(_STRUCTURE, _NOT_STRUCTURE)
+    if text.count(b"(") <= limit:
+        return False  # the common case: a small document, or a flat one (no deeper than its openings)
     text = text.replace(b'""', b"")  # in C: most strings hold no bracket
     if b'"' in text:
         text = b"".join(text.split(b'"')[::2])  # outside the strings: the even pieces
