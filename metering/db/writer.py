@@ -72,6 +72,12 @@ class WriteRunner:
         return self._path is not None or self._pg is not None
 
     @property
+    def concurrent(self) -> bool:
+        """Whether transactions run at the same time (PostgreSQL: one on each of the writer's
+        connections), not one after the other (the SQLite writer process)."""
+        return self._pg is not None
+
+    @property
     def pid(self) -> int | None:
         """The writer process's id (None on PostgreSQL)."""
         proc = self._conn.proc if self._conn is not None else self._spawned[0] if self._spawned else None
