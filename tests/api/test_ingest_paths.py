@@ -216,11 +216,8 @@ def _lifecycle(sandbox_id):
     ]
 
 
-async def test_requests_arriving_together_share_one_commit(db, engine_name):
-    """Requests parsed within a few passes of the event loop of each other go into the idle
-    writer's next transaction together, not the first alone and the rest after it.  On
-    PostgreSQL two waiting requests already make a group (events.service.SEND_AHEAD_REQUESTS),
-    which runs on the writer's other connection while one is under way: a few groups, none alone."""
+def _group_counting_writer(db):
+    """An ``EventWriter`` and the list of its transactions' request counts, as they are sent."""
     writer = EventWriter(db, USAGE_DERIVATION)
     groups, run = [], writer.runner.run
 
@@ -229,6 +226,15 @@ async def test_requests_arriving_together_share_one_commit(db, engine_name):
         return await run(work)
 
     writer.runner.run = counting_run
+    return writer, groups
+
+
+async def test_requests_arriving_together_share_one_commit(db, engine_name):
+    """Requests parsed within a few passes of the event loop of each other go into the idle
+    writer's next transaction together, not the first alone and the rest after it.  On
+    PostgreSQL two waiting requests already make a group (events.service.SEND_AHEAD_REQUESTS),
+    which runs on the writer's other connection while one is under way: a few groups, none alone."""
+    writer, groups = _group_counting_writer(db)
 
     async def client(i):
         for _ in range(i % 3):  # requests are parsed one after the other, not all at once
@@ -253,14 +259,7 @@ async def test_postgres_sends_two_waiting_requests_beside_the_transaction_under_
     instance holds, and the second has inserted its events and waits there too."""
     if engine_name != "postgresql":
         pytest.skip("the SQLite writer runs one transaction at a time")
-    writer = EventWriter(db, USAGE_DERIVATION)
-    groups, run = [], writer.runner.run
-
-    async def counting_run(work):
-        groups.append(len(work.keywords["batches"]))
-        return await run(work)
-
-    writer.runner.run = counting_run
+    writer, groups = _group_counting_writer(db)
     store = lambda sandbox: writer.store(_rows(event("sandbox.running", T0, sandbox_id=sandbox)))  # noqa: E731
     async with db.connect() as holder:
         await holder.exec_driver_sql(PG_INGEST_SERIAL)
