@@ -274,16 +274,17 @@ async def test_postgres_sends_two_waiting_requests_beside_the_transaction_under_
 
 
 async def _lock_waiters(holder, n):
-    """Until ``n`` sessions wait for the derivation lock that ``holder`` holds."""
+    """What the sessions waiting for an advisory lock (the derivation's, which ``holder``
+    holds) are running, once at least ``n`` of them wait."""
     for _ in range(200):
         await holder.exec_driver_sql("SELECT pg_stat_clear_snapshot()")  # else kept for the transaction
-        waiting = (await holder.exec_driver_sql(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory' AND datname = current_database() "
-            "AND pid <> pg_backend_pid()")).scalar_one()
-        if waiting >= n:
-            return
+        waiting = [q for (q,) in (await holder.exec_driver_sql(
+            "SELECT query FROM pg_stat_activity WHERE wait_event = 'advisory' AND datname = current_database() "
+            "AND pid <> pg_backend_pid()")).all()]
+        if len(waiting) >= n:
+            return waiting
         await asyncio.sleep(0.05)
-    raise AssertionError(f"{waiting} sessions wait for the lock, not {n}")
+    raise AssertionError(f"{len(waiting)} sessions wait for the lock, not {n}")
 
 
 async def test_postgres_inserts_events_before_it_waits_to_derive(db, engine_name):
@@ -298,15 +299,7 @@ async def test_postgres_inserts_events_before_it_waits_to_derive(db, engine_name
         await holder.exec_driver_sql(PG_INGEST_SERIAL)
         writing = asyncio.ensure_future(db.write_runner().run(
             partial(write_group, batches=_prepared([rows]), derivation=USAGE_DERIVATION)))
-        for _ in range(200):
-            await holder.exec_driver_sql("SELECT pg_stat_clear_snapshot()")  # else kept for the transaction
-            waiting = (await holder.exec_driver_sql(
-                "SELECT query FROM pg_stat_activity WHERE wait_event = 'advisory' AND datname = current_database() "
-                "AND pid <> pg_backend_pid()")).all()
-            if waiting:
-                break
-            await asyncio.sleep(0.05)
-        assert [q for (q,) in waiting] == [PG_INGEST_SERIAL] and not writing.done()
+        assert await _lock_waiters(holder, 1) == [PG_INGEST_SERIAL] and not writing.done()
         await holder.commit()
     outcome, = await writing
     assert outcome.accepted == 4
