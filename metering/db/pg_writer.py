@@ -23,6 +23,7 @@ later, nothing was committed, or (lost in the ``COMMIT``) nobody knows: the requ
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -77,6 +78,9 @@ class PgTransaction:
         # Without parameters asyncpg sends the simple query protocol, which takes several statements.
         self._run(self.conn.execute(f"BEGIN; {sql}"))
         self.begun = True
+
+    def pause(self) -> None:
+        await_only(asyncio.sleep(0))
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

@@ -34,6 +34,9 @@ class Statements(Protocol):
     def savepoint(self) -> AbstractContextManager[Any]:
         """Rolled back if the block raises, released if not."""
 
+    def pause(self) -> None:
+        """Let the event loop answer other requests, where this transaction runs on it (db.pg_writer)."""
+
 
 class SqlAlchemyStatements:
     def __init__(self, conn: Connection) -> None:
@@ -57,6 +60,9 @@ class SqlAlchemyStatements:
 
     def savepoint(self) -> AbstractContextManager[Any]:
         return self.conn.begin_nested()
+
+    def pause(self) -> None:
+        pass  # in the writer's process, or a caller's transaction: nothing else waits on us here
 
 
 def statements_for(conn: Any) -> Statements:

@@ -114,11 +114,12 @@ class Derivation(NamedTuple):
     """What else an ingest transaction writes about the events it stores (usage.derive).
 
     ``prepare`` needs no database and runs before the transaction, on the event loop;
-    ``apply`` runs inside it with what ``prepare`` made of the stored rows.
+    ``apply`` runs inside it with a list of what ``prepare`` made of the stored rows, in
+    pieces no two of which share a sandbox.
     """
 
     prepare: Callable[[list[Row]], Any]
-    apply: Callable[[BulkSQL, Any], None]
+    apply: Callable[[BulkSQL, list[Any]], None]
 
 
 class Prepared(NamedTuple):
@@ -393,23 +394,23 @@ def _result(batch: Prepared, inserted: int) -> IngestResult:
     return IngestResult(accepted=inserted, duplicates=len(batch.rows) - inserted)
 
 
-def _derive(sql: BulkSQL, derivation: Derivation, rows: list[Row]) -> None:
-    """``derivation`` of ``rows``; on PostgreSQL in pieces of about ``PIECE_EVENTS`` events,
-    each sandbox's events in one piece (the derivation folds each sandbox on its own)."""
+def _pieces(sql: BulkSQL, derivation: Derivation, rows: list[Row]) -> list[Any]:
+    """``derivation.prepare`` of ``rows``; on PostgreSQL in pieces of about ``PIECE_EVENTS``
+    events, each sandbox's events in one piece (the derivation folds each sandbox on its own)."""
     if not sql.is_pg or len(rows) <= PIECE_EVENTS:
-        derivation.apply(sql, derivation.prepare(rows))
-        return
+        return [derivation.prepare(rows)]
     by_sandbox: dict[tuple[str, str | None], list[Row]] = {}
     for row in rows:
         by_sandbox.setdefault((row[WORKSPACE], row[SANDBOX]), []).append(row)
-    piece: list[Row] = []
+    pieces, piece = [], []
     for events in by_sandbox.values():
         piece += events
         if len(piece) >= PIECE_EVENTS:
-            derivation.apply(sql, derivation.prepare(piece))
+            pieces.append(derivation.prepare(piece))
             piece = []
     if piece:
-        derivation.apply(sql, derivation.prepare(piece))
+        pieces.append(derivation.prepare(piece))
+    return pieces
 
 
 def _key(row: Row) -> tuple[str, str]:
@@ -491,15 +492,16 @@ def write_group(
               if isinstance(outcome, IngestResult) and outcome.accepted]
     if derivation is None or not stored:
         return outcomes
+    if len(stored) == 1 and stored[0].derived is not None:
+        pieces = [stored[0].derived]
+    else:
+        rows = [row for batch in stored for row in batch.unique]
+        if each:  # a request that repeats another's event (with the same body: checked) carries it too
+            rows = list({_key(row): row for row in rows}.values())
+        pieces = _pieces(sql, derivation, rows)
     if sql.is_pg:  # not in a savepoint: the lock must last to the commit
         sql.run.count(PG_INGEST_SERIAL, ())
-    if len(stored) == 1 and stored[0].derived is not None:
-        derivation.apply(sql, stored[0].derived)
-        return outcomes
-    rows = [row for batch in stored for row in batch.unique]
-    if each:  # a request that repeats another's event (with the same body: checked) carries it too
-        rows = list({_key(row): row for row in rows}.values())
-    _derive(sql, derivation, rows)
+    derivation.apply(sql, pieces)
     return outcomes
 
 
@@ -544,7 +546,7 @@ class EventWriter:
         if not rows:
             return IngestResult(accepted=0, duplicates=0)
         # In another process, the writer groups the rows itself: cheaper than sending the groups.
-        # So does the transaction of a big request here, piece by piece (_derive).
+        # So does the transaction of a big request here, piece by piece (_pieces).
         grouped_here = self.runner.in_process and len(rows) <= PIECE_EVENTS
         batch = prepare(rows, self.derivation if grouped_here else None)
         future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()

@@ -287,80 +287,110 @@ def kept_chunks(chunks: list[list[LifecycleEvent]], first_new: tuple) -> int:
     return kept
 
 
-def apply(sql: BulkSQL, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
+def apply(sql: BulkSQL, pieces: list[dict[SandboxKey, list[LifecycleEvent]]]) -> None:
     """Bring the usage tables up to date with just-stored events (``lifecycle_events`` of their
-    rows), in their transaction, and record the ended days whose usage this changed."""
-    if not new:
+    rows, in pieces no two of which share a sandbox), in their transaction, and record the
+    ended days whose usage this changed.
+
+    One read of the pieces' sandbox states, one write of what they derive: every statement
+    here is waited for by the other ingest transactions (events.service
+    ``PG_INGEST_SERIAL``).  Between two pieces the event loop may answer other requests
+    (``Statements.pause``: on PostgreSQL this transaction runs on it).
+    """
+    pieces = [new for new in pieces if new]
+    if not pieces:
         return
-    keys = sorted(new)
-    states = _load_states(sql, keys)
-    changes = Changes()
-    changed: list[tuple[str, int, int]] = []  # (workspace, from, until): usage changed in [from, until)
-    redo: list[SandboxKey] = []
-    sealing: list[SandboxKey] = []  # stored tails that become chunks
-    for key in keys:
-        fold, shelf = states.get(key, (None, None))
-        if fold is None or new[key][0][:4] > fold.last:
-            marks = (len(changes.intervals), len(changes.extensions), len(changes.drop_open), len(changes.extend_open))
-            if shelf is not None and shelf.tail and shelf.tail + len(new[key]) > HISTORY_CHUNK:
-                sealing.append(key)
-                changes.apply(key, fold, new[key], shelf=Shelf(0, shelf.chunks + 1), rewrite=True)
-            else:
-                changes.apply(key, fold or Fold(), new[key], shelf=shelf)
-            # What the events add; an open interval closed or extended changes every day after.
-            reopened = len(changes.drop_open) > marks[2] or len(changes.extend_open) > marks[3]
-            until = FOREVER if reopened else changed_until(
-                [], [], changes.intervals[marks[0]:], changes.extensions[marks[1]:])
-            if until is not None:
-                changed.append((key[0], new[key][0][0], until))
-        else:
-            redo.append(key)
-    deletes = []
-    if redo:  # out of order or repeated: derive these sandboxes again from all their events
-        stored = _load_histories(sql, redo)
-        gone: dict[str, list[tuple]] = {"intervals": [], "extensions": [], "chunks": []}  # keys to delete
-        for key in redo:
-            *chunks, tail = stored[key]
-            events = [e for part in (*chunks, tail) for e in part]
-            old, fresh = Changes(), Changes()  # what the stored events derived; what all of them do
-            old.apply(key, Fold(), events)
-            merged = merge(events, new[key])
-            kept = kept_chunks(chunks, new[key][0][:4])  # the rest of the history becomes the tail
-            fresh.apply(key, Fold(), merged, shelf=Shelf(0, kept), rewrite=True,
-                        tail=merged[sum(map(len, chunks[:kept])):])
-            changes.rewritten += fresh.rewritten
-            gone["chunks"] += [(*key, seq) for seq in range(kept, len(chunks))]
-            # Only the rows that differ are written: a late event in a long history changes a few.
-            for kind in ("intervals", "extensions"):
-                deleted, inserted = differing(getattr(old, kind), getattr(fresh, kind), _row_key)
-                gone[kind] += deleted
-                getattr(changes, kind).extend(inserted)
-            until = changed_until(old.intervals, old.extensions, fresh.intervals, fresh.extensions)
-            if until is not None:  # a fold goes left to right: nothing before the first new event moves
-                changed.append((key[0], new[key][0][0], until))
-        deletes += sql.for_each_key(INTERVALS, "DELETE FROM usage_intervals", INTERVAL_KEY, sorted(gone["intervals"]))
-        deletes += sql.for_each_key(EXTENSIONS, "DELETE FROM usage_extensions", EXTENSION_KEY,
-                                    sorted(gone["extensions"]))
-        deletes += sql.for_each_key(CHUNKS, "DELETE FROM sandbox_history_chunks",
-                                    ("workspace_id", "sandbox_id", "seq"), gone["chunks"])
-    deletes += sql.for_each_key(INTERVALS, "DELETE FROM usage_intervals", INTERVAL_KEY, changes.drop_open,
+    states = _load_states(sql, sorted(key for new in pieces for key in new))
+    batch = _Batch()
+    for i, new in enumerate(pieces):
+        if i:
+            sql.run.pause()
+        for key in sorted(new):
+            batch.add(key, new[key], *states.get(key, (None, None)))
+    deletes = _rederive(sql, batch) if batch.redo else []
+    deletes += sql.for_each_key(INTERVALS, "DELETE FROM usage_intervals", INTERVAL_KEY, batch.changes.drop_open,
                                 'AND "end" IS NULL')
+    changes = batch.changes
     # The deletes only remove rows stored before this batch, and no two statements write one
     # row (a sandbox's state is appended to or rewritten, not both; its chunks are sealed or
     # dropped, not both): they may go together.  Sealing reads the tails before the state rows
     # are written (PostgreSQL: one statement, one snapshot; SQLite: in this order).
     sql.execute_together([
         *deletes,
-        *sql.keyed_chunks(STATES, SEAL_TAIL, ("workspace_id", "sandbox_id"), sealing),
+        *sql.keyed_chunks(STATES, SEAL_TAIL, ("workspace_id", "sandbox_id"), batch.sealing),
         *sql.update_chunks(INTERVALS, ("lifetime_end",), INTERVAL_KEY, changes.extend_open, 'AND "end" IS NULL'),
         *sql.insert_chunks(INTERVALS, INTERVAL_COLUMNS, changes.intervals),
         *sql.insert_chunks(EXTENSIONS, EXTENSION_COLUMNS, changes.extensions),
         *sql.insert_chunks(STATES, STATE_COLUMNS, changes.states, STATE_APPEND),
         *sql.insert_chunks(STATES, STATE_COLUMNS, changes.rewritten, STATE_REPLACE),
         *sql.insert_chunks(CHANGED_DAYS, ("workspace_id", "day", "version"),
-                           [(ws, day, 1) for ws, day in ended_days(changed, now_us() + CLOCK_MARGIN_US)],
+                           [(ws, day, 1) for ws, day in ended_days(batch.changed, now_us() + CLOCK_MARGIN_US)],
                            CHANGED_DAY_UPSERT),
     ])
+
+
+class _Batch:
+    """What one ingest transaction derives, sandbox by sandbox (``add``), before it is written."""
+
+    def __init__(self) -> None:
+        self.changes = Changes()
+        self.changed: list[tuple[str, int, int]] = []  # (workspace, from, until): usage changed in [from, until)
+        self.redo: dict[SandboxKey, list[LifecycleEvent]] = {}  # derived again from all their events
+        self.sealing: list[SandboxKey] = []  # stored tails that become chunks
+
+    def add(self, key: SandboxKey, events: list[LifecycleEvent], fold: Fold | None, shelf: Shelf | None) -> None:
+        """A sandbox's new events (in fold order), from its stored state (None: a new sandbox)."""
+        if fold is not None and events[0][:4] <= fold.last:  # out of order or repeated
+            self.redo[key] = events
+            return
+        changes = self.changes
+        marks = (len(changes.intervals), len(changes.extensions), len(changes.drop_open), len(changes.extend_open))
+        if shelf is not None and shelf.tail and shelf.tail + len(events) > HISTORY_CHUNK:
+            self.sealing.append(key)
+            changes.apply(key, fold, events, shelf=Shelf(0, shelf.chunks + 1), rewrite=True)
+        else:
+            changes.apply(key, fold or Fold(), events, shelf=shelf)
+        # What the events add; an open interval closed or extended changes every day after.
+        reopened = len(changes.drop_open) > marks[2] or len(changes.extend_open) > marks[3]
+        until = FOREVER if reopened else changed_until(
+            [], [], changes.intervals[marks[0]:], changes.extensions[marks[1]:])
+        if until is not None:
+            self.changed.append((key[0], events[0][0], until))
+
+
+def _rederive(sql: BulkSQL, batch: _Batch) -> list[tuple[str, Any]]:
+    """Derive ``batch.redo``'s sandboxes again from their stored history and new events: their
+    new rows into ``batch.changes``, the statements that delete the rows they replace."""
+    redo = sorted(batch.redo)
+    stored = _load_histories(sql, redo)
+    gone: dict[str, list[tuple]] = {"intervals": [], "extensions": [], "chunks": []}  # keys to delete
+    changes = batch.changes
+    for key in redo:
+        new = batch.redo[key]
+        *chunks, tail = stored[key]
+        events = [e for part in (*chunks, tail) for e in part]
+        old, fresh = Changes(), Changes()  # what the stored events derived; what all of them do
+        old.apply(key, Fold(), events)
+        merged = merge(events, new)
+        kept = kept_chunks(chunks, new[0][:4])  # the rest of the history becomes the tail
+        fresh.apply(key, Fold(), merged, shelf=Shelf(0, kept), rewrite=True,
+                    tail=merged[sum(map(len, chunks[:kept])):])
+        changes.rewritten += fresh.rewritten
+        gone["chunks"] += [(*key, seq) for seq in range(kept, len(chunks))]
+        # Only the rows that differ are written: a late event in a long history changes a few.
+        for kind in ("intervals", "extensions"):
+            deleted, inserted = differing(getattr(old, kind), getattr(fresh, kind), _row_key)
+            gone[kind] += deleted
+            getattr(changes, kind).extend(inserted)
+        until = changed_until(old.intervals, old.extensions, fresh.intervals, fresh.extensions)
+        if until is not None:  # a fold goes left to right: nothing before the first new event moves
+            batch.changed.append((key[0], new[0][0], until))
+    return [
+        *sql.for_each_key(INTERVALS, "DELETE FROM usage_intervals", INTERVAL_KEY, sorted(gone["intervals"])),
+        *sql.for_each_key(EXTENSIONS, "DELETE FROM usage_extensions", EXTENSION_KEY, sorted(gone["extensions"])),
+        *sql.for_each_key(CHUNKS, "DELETE FROM sandbox_history_chunks", ("workspace_id", "sandbox_id", "seq"),
+                          gone["chunks"]),
+    ]
 
 
 def _row_key(row: tuple) -> tuple:

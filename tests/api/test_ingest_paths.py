@@ -366,7 +366,7 @@ async def _states(db):
 
 async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db, write, monkeypatch, engine_name):
     """On PostgreSQL a request of more than PIECE_EVENTS events is stored and derived piece by
-    piece (events.service._insert, _derive): the same rows, repeats and conflicts as in one."""
+    piece (events.service._insert, _pieces): the same rows, repeats and conflicts as in one."""
     from metering.events import service
     from tests.conftest import empty_tables
 
@@ -399,6 +399,38 @@ async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db
         assert len(inserts) == 5 + 3 + 2
     intervals, _ = outcomes[3][1]
     assert len(intervals) == 5 * 3 and await _count(db, "events") == 20
+
+
+async def test_a_request_in_pieces_reads_the_states_once_and_writes_its_usage_once(db, write, monkeypatch,
+                                                                                    engine_name):
+    """The derivation is what every other ingest transaction waits for (PG_INGEST_SERIAL): a
+    request derived in pieces (PostgreSQL's only) still makes one read of its sandboxes'
+    states and one write of what they derive, not one of each per piece."""
+    from metering.db.upsert import BulkSQL
+    from metering.events import service
+    from metering.usage import derive
+
+    if engine_name != "postgresql":
+        pytest.skip("SQLite derives a request in one piece (and its writer is another process)")
+    calls = {"states": 0, "writes": 0}
+    load_states, together = derive._load_states, BulkSQL.execute_together
+
+    def counted_load(sql, keys):
+        calls["states"] += 1
+        return load_states(sql, keys)
+
+    def counted_write(sql, chunks):
+        calls["writes"] += 1
+        return together(sql, chunks)
+
+    monkeypatch.setattr(derive, "_load_states", counted_load)
+    monkeypatch.setattr(BulkSQL, "execute_together", counted_write)
+    monkeypatch.setattr(service, "PIECE_EVENTS", 3)  # three sandboxes of four events: three pieces
+    # Two requests: one transaction derives their rows together, in pieces.
+    results = await write([_rows(*_lifecycle("sb_1"), *_lifecycle("sb_2")), _rows(*_lifecycle("sb_3"))])
+    assert ([r.accepted for r in results], calls["states"], calls["writes"]) == ([8, 4], 1, 1)
+    intervals, extensions = await _usage_rows(db)
+    assert len(intervals) == 3 * 3 and len(extensions) == 3  # each: two month pieces, then one still open
 
 
 def test_migration_0010_fills_histories_and_drops_sandbox_indexes(tmp_path):
