@@ -93,9 +93,10 @@ SEND_AHEAD_REQUESTS = 2
 GATHER_PASSES = 3
 # On PostgreSQL the ingest transaction runs on the event loop (db.pg_writer), which answers
 # other requests only while it waits for a statement.  A request with more events than this
-# is stored and derived in pieces of about this many, each with statements of its own: the
-# Python between two statements (~10 us an event, several times that on a loaded machine)
-# then holds the loop for a few milliseconds, not for the whole batch.  A big batch is
+# is stored in pieces of about this many, each a statement of its own, and derived in pieces
+# with a pass of the loop between two (usage.derive.apply): the Python between two (~10 us
+# an event, several times that on a loaded machine) then holds the loop for a few
+# milliseconds, not for the whole batch.  A big batch is
 # parsed in pieces of this many events too (parse_batch_in_pieces).  Each statement also
 # costs PostgreSQL a fixed part: at 1,000-event requests from 4 clients, pieces of 100 ran
 # at 9,000 events/s (74 us of PostgreSQL CPU per event), of 300 at 10,500 and of 500 at
