@@ -97,15 +97,18 @@ def _rows(*events):
                         template_known=lambda t, u: True, latest_us=2**62, received_us=0)
 
 
-def _prepared(batches):
-    return [prepare(rows, USAGE_DERIVATION) for rows in batches]
+def _prepared(batches, grouped_here=True):
+    """``grouped_here=False``: the transaction groups each request's rows for the derivation
+    itself, as it does for a big request (events.service.EventWriter.store)."""
+    return [prepare(rows, USAGE_DERIVATION if grouped_here else None) for rows in batches]
 
 
-async def _write(db, batches):
+async def _write(db, batches, grouped_here=True):
     """Through a session's connection (SQLAlchemy's, for the statement traces below)."""
     async with db.write() as session:
         conn = await session.connection()
-        return await conn.run_sync(partial(write_group, batches=_prepared(batches), derivation=USAGE_DERIVATION))
+        return await conn.run_sync(partial(write_group, batches=_prepared(batches, grouped_here),
+                                           derivation=USAGE_DERIVATION))
 
 
 @pytest.fixture(params=["session", "writer"])
@@ -114,8 +117,8 @@ def write(request, db):
     process of its own on SQLite, its own asyncpg connection on PostgreSQL)."""
     if request.param == "session":
         return partial(_write, db)
-    return lambda batches: db.write_runner().run(
-        partial(write_group, batches=_prepared(batches), derivation=USAGE_DERIVATION))
+    return lambda batches, grouped_here=True: db.write_runner().run(
+        partial(write_group, batches=_prepared(batches, grouped_here), derivation=USAGE_DERIVATION))
 
 
 async def _count(db, table):
@@ -387,13 +390,14 @@ async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db
         monkeypatch.setattr(service, "PIECE_EVENTS", piece)
         await empty_tables(db)
         inserts.clear()
-        results = [(await write([_rows(*first)]))[0], (await write([_rows(*second)]))[0]]
+        results = [(await write([_rows(*first)], grouped_here=False))[0],
+                   (await write([_rows(*second)], grouped_here=False))[0]]
         clash = _rows(*second[:4], {**first[2], "time": "2026-02-01T01:00:01Z"})
         with pytest.raises(Conflict) as conflict:
             await write([clash])
         assert conflict.value.errors[0]["index"] == 4
         outcomes[piece] = [(r.accepted, r.duplicates) for r in results], await _usage_rows(db), await _states(db)
-    assert outcomes[3] == outcomes[10**6]
+    assert outcomes[3] == outcomes[10**6]  # the late runs of the second request derived across its pieces too
     assert outcomes[3][0] == [(15, 0), (5, 3)]
     if engine_name == "postgresql":  # 15 events in 5 pieces, 8 in 3, and the clash's second piece its conflict
         assert len(inserts) == 5 + 3 + 2
@@ -426,9 +430,9 @@ async def test_a_request_in_pieces_reads_the_states_once_and_writes_its_usage_on
     monkeypatch.setattr(derive, "_load_states", counted_load)
     monkeypatch.setattr(BulkSQL, "execute_together", counted_write)
     monkeypatch.setattr(service, "PIECE_EVENTS", 3)  # three sandboxes of four events: three pieces
-    # Two requests: one transaction derives their rows together, in pieces.
-    results = await write([_rows(*_lifecycle("sb_1"), *_lifecycle("sb_2")), _rows(*_lifecycle("sb_3"))])
-    assert ([r.accepted for r in results], calls["states"], calls["writes"]) == ([8, 4], 1, 1)
+    (result,) = await write([_rows(*[ev for sb in ("sb_1", "sb_2", "sb_3") for ev in _lifecycle(sb)])],
+                            grouped_here=False)
+    assert (result.accepted, calls["states"], calls["writes"]) == (12, 1, 1)
     intervals, extensions = await _usage_rows(db)
     assert len(intervals) == 3 * 3 and len(extensions) == 3  # each: two month pieces, then one still open
 
