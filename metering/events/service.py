@@ -96,12 +96,12 @@ GATHER_PASSES = 3
 # is stored in pieces of about this many, each a statement of its own, and derived in pieces
 # with a pass of the loop between two (usage.derive.apply): the Python between two (~10 us
 # an event, several times that on a loaded machine) then holds the loop for a few
-# milliseconds, not for the whole batch.  A big batch is
-# parsed in pieces of this many events too (parse_batch_in_pieces).  Each statement also
-# costs PostgreSQL a fixed part: at 1,000-event requests from 4 clients, pieces of 100 ran
-# at 9,000 events/s (74 us of PostgreSQL CPU per event), of 300 at 10,500 and of 500 at
-# 10,900 (2026-12-02, a quiet machine); /health/live's 95th percentile under a 10,000-event
-# batch went from 5.6 to 8.6 ms with 300.
+# milliseconds, not for the whole batch.  A big batch is parsed in pieces of this many
+# events too (parse_batch_in_pieces).  Each statement also costs PostgreSQL a fixed part: at
+# 1,000-event requests from 4 clients, pieces of 100 ran at 9,000 events/s (74 us of
+# PostgreSQL CPU per event), of 300 at 10,500 and of 500 at 10,900 (2026-12-02, a quiet
+# machine); /health/live's 95th percentile under a 10,000-event batch went from 5.6 to 8.6
+# ms with 300.
 PIECE_EVENTS = 300
 WORKSPACE, SANDBOX = EVENT_COLUMNS.index("workspace_id"), EVENT_COLUMNS.index("sandbox_id")
 
@@ -403,7 +403,8 @@ def _pieces(sql: BulkSQL, derivation: Derivation, rows: list[Row]) -> list[Any]:
     by_sandbox: dict[tuple[str, str | None], list[Row]] = {}
     for row in rows:
         by_sandbox.setdefault((row[WORKSPACE], row[SANDBOX]), []).append(row)
-    pieces, piece = [], []
+    pieces: list[Any] = []
+    piece: list[Row] = []
     for events in by_sandbox.values():
         piece += events
         if len(piece) >= PIECE_EVENTS:
@@ -499,7 +500,7 @@ def write_group(
         rows = [row for batch in stored for row in batch.unique]
         if each:  # a request that repeats another's event (with the same body: checked) carries it too
             rows = list({_key(row): row for row in rows}.values())
-        pieces = _pieces(sql, derivation, rows)
+        pieces = _pieces(sql, derivation, rows)  # before the lock: the less the others wait for
     if sql.is_pg:  # not in a savepoint: the lock must last to the commit
         sql.run.count(PG_INGEST_SERIAL, ())
     derivation.apply(sql, pieces)
