@@ -12,9 +12,10 @@ lock (``write_group``), while the events of the next transaction go in beside th
 Repeats inside a request are found on the event loop first (a 409 needs no database).  The
 derivation's grouping is made there too when the writer runs in this process (PostgreSQL)
 and the request is small; the SQLite writer's process makes it itself, which costs less than
-sending it.  On PostgreSQL, whose writer runs on the event loop, a big request is stored and
-derived in pieces (``PIECE_EVENTS``), so that the loop answers other requests in between: in
-one piece, a 10,000-event batch held it for up to a second on a loaded machine.
+sending it.  On PostgreSQL, whose writer runs on the event loop, a big request is stored in
+pieces and derived with passes of the loop (``PIECE_EVENTS``), so that the loop answers other
+requests in between: in one piece, a 10,000-event batch held it for up to a second on a
+loaded machine.
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ SEND_AHEAD_REQUESTS = 2
 GATHER_PASSES = 3
 # On PostgreSQL the ingest transaction runs on the event loop (db.pg_writer), which answers
 # other requests only while it waits for a statement.  A request with more events than this
-# is stored in pieces of about this many, each a statement of its own, and derived in pieces
-# with a pass of the loop between two (usage.derive.apply): the Python between two (~10 us
+# is stored in pieces of about this many, each a statement of its own, and derived with a
+# pass of the loop after about this many (usage.derive.apply): the Python between two (~10 us
 # an event, several times that on a loaded machine) then holds the loop for a few
 # milliseconds, not for the whole batch.  A big batch is parsed in pieces of this many
 # events too (parse_batch_in_pieces).  Each statement also costs PostgreSQL a fixed part: at
@@ -103,7 +104,6 @@ GATHER_PASSES = 3
 # machine); /health/live's 95th percentile under a 10,000-event batch went from 5.6 to 8.6
 # ms with 300.
 PIECE_EVENTS = 300
-WORKSPACE, SANDBOX = EVENT_COLUMNS.index("workspace_id"), EVENT_COLUMNS.index("sandbox_id")
 
 _canonical = msgspec.json.Encoder(order="sorted")
 
@@ -115,12 +115,12 @@ class Derivation(NamedTuple):
     """What else an ingest transaction writes about the events it stores (usage.derive).
 
     ``prepare`` needs no database and runs before the transaction, on the event loop;
-    ``apply`` runs inside it with a list of what ``prepare`` made of the stored rows, in
-    pieces no two of which share a sandbox.
+    ``apply`` runs inside it with what ``prepare`` made of the stored rows, and passes the
+    loop (``Statements.pause``) every ``PIECE_EVENTS`` events or so.
     """
 
     prepare: Callable[[list[Row]], Any]
-    apply: Callable[[BulkSQL, list[Any]], None]
+    apply: Callable[[BulkSQL, Any], None]
 
 
 class Prepared(NamedTuple):
@@ -395,26 +395,6 @@ def _result(batch: Prepared, inserted: int) -> IngestResult:
     return IngestResult(accepted=inserted, duplicates=len(batch.rows) - inserted)
 
 
-def _pieces(sql: BulkSQL, derivation: Derivation, rows: list[Row]) -> list[Any]:
-    """``derivation.prepare`` of ``rows``; on PostgreSQL in pieces of about ``PIECE_EVENTS``
-    events, each sandbox's events in one piece (the derivation folds each sandbox on its own)."""
-    if not sql.is_pg or len(rows) <= PIECE_EVENTS:
-        return [derivation.prepare(rows)]
-    by_sandbox: dict[tuple[str, str | None], list[Row]] = {}
-    for row in rows:
-        by_sandbox.setdefault((row[WORKSPACE], row[SANDBOX]), []).append(row)
-    pieces: list[Any] = []
-    piece: list[Row] = []
-    for events in by_sandbox.values():
-        piece += events
-        if len(piece) >= PIECE_EVENTS:
-            pieces.append(derivation.prepare(piece))
-            piece = []
-    if piece:
-        pieces.append(derivation.prepare(piece))
-    return pieces
-
-
 def _key(row: Row) -> tuple[str, str]:
     return row[SOURCE], row[EVENT_ID]
 
@@ -495,15 +475,15 @@ def write_group(
     if derivation is None or not stored:
         return outcomes
     if len(stored) == 1 and stored[0].derived is not None:
-        pieces = [stored[0].derived]
+        derived = stored[0].derived
     else:
         rows = [row for batch in stored for row in batch.unique]
         if each:  # a request that repeats another's event (with the same body: checked) carries it too
             rows = list({_key(row): row for row in rows}.values())
-        pieces = _pieces(sql, derivation, rows)  # before the lock: the less the others wait for
+        derived = derivation.prepare(rows)  # before the lock: the less the others wait for
     if sql.is_pg:  # not in a savepoint: the lock must last to the commit
         sql.run.count(PG_INGEST_SERIAL, ())
-    derivation.apply(sql, pieces)
+    derivation.apply(sql, derived)
     return outcomes
 
 
@@ -548,7 +528,7 @@ class EventWriter:
         if not rows:
             return IngestResult(accepted=0, duplicates=0)
         # In another process, the writer groups the rows itself: cheaper than sending the groups.
-        # So does the transaction of a big request here, piece by piece (_pieces).
+        # So does the transaction of a big request here (write_group), as it does a group's.
         grouped_here = self.runner.in_process and len(rows) <= PIECE_EVENTS
         batch = prepare(rows, self.derivation if grouped_here else None)
         future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()

@@ -46,7 +46,7 @@ from metering.core.lifecycle import EVENT_RANK, EXTENSION_MINUTES, LIFETIME_US, 
 from metering.core.periods import DAY_US, next_boundary
 from metering.db.base import now_us
 from metering.db.upsert import BulkSQL
-from metering.events.service import Derivation
+from metering.events.service import PIECE_EVENTS, Derivation
 from metering.events.schemas import EVENT_COLUMNS
 from metering.usage.models import ChangedDay, SandboxHistoryChunk, SandboxState, UsageExtension, UsageInterval
 
@@ -287,30 +287,27 @@ def kept_chunks(chunks: list[list[LifecycleEvent]], first_new: tuple) -> int:
     return kept
 
 
-def apply(sql: BulkSQL, pieces: list[dict[SandboxKey, list[LifecycleEvent]]]) -> None:
+def apply(sql: BulkSQL, new: dict[SandboxKey, list[LifecycleEvent]]) -> None:
     """Bring the usage tables up to date with just-stored events (``lifecycle_events`` of their
-    rows, in pieces no two of which share a sandbox), in their transaction, and record the
-    ended days whose usage this changed.
+    rows), in their transaction, and record the ended days whose usage this changed.
 
-    One read of the pieces' sandbox states, one write of what they derive: every statement
-    here is waited for by the other ingest transactions (events.service
-    ``PG_INGEST_SERIAL``).  Between two pieces the event loop may answer other requests
-    (``Statements.pause``: on PostgreSQL this transaction runs on it).
+    One read of the sandboxes' states, one write of what they derive, however many events:
+    every statement here is waited for by the other ingest transactions (events.service
+    ``PG_INGEST_SERIAL``).  The folds between them pass the event loop now and then
+    (``_Pacer``: on PostgreSQL this transaction runs on it).
     """
-    pieces = [new for new in pieces if new]
-    if not pieces:
+    if not new:
         return
-    states = _load_states(sql, sorted(key for new in pieces for key in new))
-    batch = _Batch()
-    for i, new in enumerate(pieces):
-        if i:
-            sql.run.pause()
-        for key in sorted(new):
-            batch.add(key, new[key], *states.get(key, (None, None)))
-    deletes = _rederive(sql, batch) if batch.redo else []
-    deletes += sql.for_each_key(INTERVALS, "DELETE FROM usage_intervals", INTERVAL_KEY, batch.changes.drop_open,
-                                'AND "end" IS NULL')
+    keys = sorted(new)
+    states = _load_states(sql, keys)
+    batch, pace = _Batch(), _Pacer(sql)
+    for key in keys:
+        pace(len(new[key]))
+        batch.add(key, new[key], *states.get(key, (None, None)))
+    deletes = _rederive(sql, batch, pace) if batch.redo else []
     changes = batch.changes
+    deletes += sql.for_each_key(INTERVALS, "DELETE FROM usage_intervals", INTERVAL_KEY, changes.drop_open,
+                                'AND "end" IS NULL')
     # The deletes only remove rows stored before this batch, and no two statements write one
     # row (a sandbox's state is appended to or rewritten, not both; its chunks are sealed or
     # dropped, not both): they may go together.  Sealing reads the tails before the state rows
@@ -327,6 +324,21 @@ def apply(sql: BulkSQL, pieces: list[dict[SandboxKey, list[LifecycleEvent]]]) ->
                            [(ws, day, 1) for ws, day in ended_days(batch.changed, now_us() + CLOCK_MARGIN_US)],
                            CHANGED_DAY_UPSERT),
     ])
+
+
+class _Pacer:
+    """``pace(n)`` before folding ``n`` events: a pass of the event loop (``Statements.pause``)
+    once ``PIECE_EVENTS`` have been folded since the last, so a big group's derivation holds
+    the loop a few milliseconds at a time, not for all of it."""
+
+    def __init__(self, sql: BulkSQL) -> None:
+        self.sql, self.folded = sql, 0
+
+    def __call__(self, events: int) -> None:
+        if self.folded >= PIECE_EVENTS:
+            self.sql.run.pause()
+            self.folded = 0
+        self.folded += events
 
 
 class _Batch:
@@ -358,7 +370,7 @@ class _Batch:
             self.changed.append((key[0], events[0][0], until))
 
 
-def _rederive(sql: BulkSQL, batch: _Batch) -> list[tuple[str, Any]]:
+def _rederive(sql: BulkSQL, batch: _Batch, pace: _Pacer) -> list[tuple[str, Any]]:
     """Derive ``batch.redo``'s sandboxes again from their stored history and new events: their
     new rows into ``batch.changes``, the statements that delete the rows they replace."""
     redo = sorted(batch.redo)
@@ -369,6 +381,7 @@ def _rederive(sql: BulkSQL, batch: _Batch) -> list[tuple[str, Any]]:
         new = batch.redo[key]
         *chunks, tail = stored[key]
         events = [e for part in (*chunks, tail) for e in part]
+        pace(2 * len(events) + len(new))  # folded twice: as stored, and merged with the new ones
         old, fresh = Changes(), Changes()  # what the stored events derived; what all of them do
         old.apply(key, Fold(), events)
         merged = merge(events, new)

@@ -368,9 +368,11 @@ async def _states(db):
 
 
 async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db, write, monkeypatch, engine_name):
-    """On PostgreSQL a request of more than PIECE_EVENTS events is stored and derived piece by
-    piece (events.service._insert, _pieces): the same rows, repeats and conflicts as in one."""
+    """On PostgreSQL a request of more than PIECE_EVENTS events is stored piece by piece
+    (events.service._insert) and derived with passes of the loop between its sandboxes
+    (usage.derive._Pacer): the same rows, repeats and conflicts as in one piece."""
     from metering.events import service
+    from metering.usage import derive
     from tests.conftest import empty_tables
 
     inserts = []  # the events inserts of each try
@@ -388,6 +390,7 @@ async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db
     outcomes = {}
     for piece in (10**6, 3):  # in one piece, then in pieces of about 3 events
         monkeypatch.setattr(service, "PIECE_EVENTS", piece)
+        monkeypatch.setattr(derive, "PIECE_EVENTS", piece)
         await empty_tables(db)
         inserts.clear()
         results = [(await write([_rows(*first)], grouped_here=False))[0],
@@ -397,7 +400,7 @@ async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db
             await write([clash])
         assert conflict.value.errors[0]["index"] == 4
         outcomes[piece] = [(r.accepted, r.duplicates) for r in results], await _usage_rows(db), await _states(db)
-    assert outcomes[3] == outcomes[10**6]  # the late runs of the second request derived across its pieces too
+    assert outcomes[3] == outcomes[10**6]  # the late runs of the second request among passes of the loop too
     assert outcomes[3][0] == [(15, 0), (5, 3)]
     if engine_name == "postgresql":  # 15 events in 5 pieces, 8 in 3, and the clash's second piece its conflict
         assert len(inserts) == 5 + 3 + 2
@@ -408,15 +411,17 @@ async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db
 async def test_a_request_in_pieces_reads_the_states_once_and_writes_its_usage_once(db, write, monkeypatch,
                                                                                     engine_name):
     """The derivation is what every other ingest transaction waits for (PG_INGEST_SERIAL): a
-    request derived in pieces (PostgreSQL's only) still makes one read of its sandboxes'
-    states and one write of what they derive, not one of each per piece."""
+    big request, derived with passes of the loop between its sandboxes, still makes one read
+    of their states and one write of what they derive, not one of each per pass."""
+    from metering.db.pg_writer import PgTransaction
+    from metering.db.statements import SqlAlchemyStatements
     from metering.db.upsert import BulkSQL
     from metering.events import service
     from metering.usage import derive
 
     if engine_name != "postgresql":
-        pytest.skip("SQLite derives a request in one piece (and its writer is another process)")
-    calls = {"states": 0, "writes": 0}
+        pytest.skip("the SQLite writer runs in another process, whose calls these counters do not see")
+    calls = {"states": 0, "writes": 0, "pauses": 0}
     load_states, together = derive._load_states, BulkSQL.execute_together
 
     def counted_load(sql, keys):
@@ -427,14 +432,24 @@ async def test_a_request_in_pieces_reads_the_states_once_and_writes_its_usage_on
         calls["writes"] += 1
         return together(sql, chunks)
 
+    for statements in (PgTransaction, SqlAlchemyStatements):  # the writer's connection, or a session's
+        monkeypatch.setattr(statements, "pause", _counted_pause(statements.pause, calls))
     monkeypatch.setattr(derive, "_load_states", counted_load)
     monkeypatch.setattr(BulkSQL, "execute_together", counted_write)
-    monkeypatch.setattr(service, "PIECE_EVENTS", 3)  # three sandboxes of four events: three pieces
+    monkeypatch.setattr(service, "PIECE_EVENTS", 3)
+    monkeypatch.setattr(derive, "PIECE_EVENTS", 3)  # three sandboxes of four events: a pass before the 2nd and 3rd
     (result,) = await write([_rows(*[ev for sb in ("sb_1", "sb_2", "sb_3") for ev in _lifecycle(sb)])],
                             grouped_here=False)
-    assert (result.accepted, calls["states"], calls["writes"]) == (12, 1, 1)
+    assert (result.accepted, calls["states"], calls["writes"], calls["pauses"]) == (12, 1, 1, 2)
     intervals, extensions = await _usage_rows(db)
     assert len(intervals) == 3 * 3 and len(extensions) == 3  # each: two month pieces, then one still open
+
+
+def _counted_pause(pause, calls):
+    def counted(statements):
+        calls["pauses"] += 1
+        return pause(statements)
+    return counted
 
 
 def test_migration_0010_fills_histories_and_drops_sandbox_indexes(tmp_path):
