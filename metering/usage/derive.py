@@ -55,8 +55,8 @@ EXTENSIONS = UsageExtension.__table__
 CHANGED_DAYS = ChangedDay.__table__
 STATES = SandboxState.__table__
 CHUNKS = SandboxHistoryChunk.__table__
-# Events a state row's history tail holds before it is sealed as a chunk: a row of ~1 KB stays
-# on its b-tree page (SQLite keeps at most ~1,000 bytes of a WITHOUT ROWID row there).
+# Events a state row's history tail holds before it is sealed as a chunk: rewriting the row
+# costs what it holds, and a row of ~1 KB still shares its page with a few others.
 HISTORY_CHUNK = 8
 
 RUNNING, EXTENDED, STOPPED, TERMINATED = (EVENT_RANK[f"sandbox.{t}"] for t in ("running", "extended", "stopped", "terminated"))

@@ -514,6 +514,37 @@ def test_migration_0018_keeps_every_chunk_in_a_rowid_table_and_back(tmp_path):
     conn.close()
 
 
+def test_migration_0020_keeps_every_state_in_a_rowid_table_and_back(tmp_path):
+    """Sandbox states move to a rowid table on SQLite (new rows at the table's end), and back
+    on downgrade; every column, the key, and ingest's upsert on it are unchanged."""
+    from alembic import command
+
+    from metering.migrate import alembic_config, upgrade
+
+    url, conn = _database_at(tmp_path, "0019", [])
+    states = [("ws", sb, 7, 2, "/s", f"e_{sb}", 5, "giga-mini", "dep", 0, f"[{sb!r}],", 905, 1, 3)
+              for sb in ("sb2", "sb1")]
+    conn.executemany(f"INSERT INTO sandbox_states VALUES ({', '.join('?' * 14)})", states)
+    conn.commit()
+
+    def table() -> tuple[str, list[tuple]]:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'sandbox_states'").fetchone()
+        return sql, conn.execute("SELECT * FROM sandbox_states ORDER BY workspace_id, sandbox_id").fetchall()
+
+    upgrade(url)
+    sql, rows = table()
+    assert "WITHOUT ROWID" not in sql and rows == sorted(states)
+    # The upsert ingest runs needs (workspace, sandbox) to stay the key.
+    conn.execute("INSERT INTO sandbox_states VALUES ('ws', 'sb1', 9, 3, '/s', 'x', NULL, NULL, NULL, 1, '', NULL, 0, 0) "
+                 "ON CONFLICT (workspace_id, sandbox_id) DO UPDATE SET last_time = excluded.last_time")
+    assert conn.execute("SELECT count(*), max(last_time) FROM sandbox_states").fetchone() == (2, 9)
+    conn.rollback()
+    command.downgrade(alembic_config(url), "0019")
+    sql, rows = table()
+    assert "WITHOUT ROWID" in sql and rows == sorted(states)
+    conn.close()
+
+
 def test_prepared_batches_reach_the_writer_process_whole():
     """What the SQLite writer's process receives (msgpack rows, see Prepared.__reduce__)."""
     import pickle
