@@ -1,9 +1,9 @@
 """What one SQLite ingest commit writes, by table, and what the group size does to it.
 
-``.venv/bin/python -m bench.commit_pages [--events 100000] [--groups 1,2,4]``
+``.venv/bin/python -m bench.commit_pages [--events 100000] [--request 1000] [--groups 1,2,4]``
 
 The ingest writer alone (db.sqlite_writer and events.service.write_group, as the writer
-process runs them, no HTTP): the callers' stream (bench.callers) in 1,000-event requests,
+process runs them, no HTTP): the callers' stream (bench.callers) in `--request`-event requests,
 ``g`` requests per transaction as group commit makes them.  For each ``g``: events/s and the
 writer's CPU per event over the whole run, then one more transaction on the grown store with
 the WAL emptied just before, whose WAL frames are mapped to the tables and indexes they
@@ -35,12 +35,12 @@ REQUEST = 1_000
 WAL_HEADER, FRAME_HEADER = 32, 24
 
 
-def requests(total: int) -> list[Prepared]:
-    bodies, _ = encoded(caller_batches(total, REQUEST, seed=REQUEST * 31 + 4))
+def requests(total: int, size: int = REQUEST) -> list[Prepared]:
+    bodies, _ = encoded(caller_batches(total, size, seed=size * 31 + 4))
     now = time.time_ns() // 1000
-    made = [prepare(parse_events(body, batch=True, max_events=REQUEST, template_known=lambda *_: True,
+    made = [prepare(parse_events(body, batch=True, max_events=size, template_known=lambda *_: True,
                                  latest_us=now + 300_000_000, received_us=now), None) for body in bodies]
-    return [r for r in made if len(r.rows) == REQUEST]  # the stream's short last request left out
+    return [r for r in made if len(r.rows) == size]  # the stream's short last request left out
 
 
 def wal_pages(path: str, page_size: int) -> set[int]:
@@ -88,10 +88,11 @@ def measure(batches: list[Prepared], group: int, workdir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description="pages one SQLite ingest commit writes, by table")
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--groups", default="1,2,4", help="requests of 1,000 events per transaction")
+    parser.add_argument("--request", type=int, default=REQUEST, help="events per request")
+    parser.add_argument("--groups", default="1,2,4", help="requests per transaction")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
-    batches = requests(args.events)
+    batches = requests(args.events, args.request)
     results: dict = {"machine": machine_info(), "runs": []}
     with tempfile.TemporaryDirectory(prefix="metering-pages-") as tmp:
         for group in (int(g) for g in args.groups.split(",")):
@@ -99,7 +100,7 @@ def main() -> None:
             results["runs"].append(out)
             last = out["last_commit"]
             top = ", ".join(f"{name} {n}" for name, n in list(last["by_table"].items())[:6])
-            print(f"{group} x {REQUEST:,} a commit: {out['events_per_second']:,} events/s, "
+            print(f"{group} x {args.request:,} a commit: {out['events_per_second']:,} events/s, "
                   f"{out['cpu_us_per_event']['user']} + {out['cpu_us_per_event']['system']} us CPU an event; "
                   f"last commit {last['pages']:,} pages ({last['pages_per_event']} an event): {top}", flush=True)
     if not args.no_save:
