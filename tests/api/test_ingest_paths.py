@@ -484,65 +484,60 @@ def test_migration_0010_fills_histories_and_drops_sandbox_indexes(tmp_path):
     conn.close()
 
 
-def test_migration_0018_keeps_every_chunk_in_a_rowid_table_and_back(tmp_path):
-    """History chunks move to a rowid table on SQLite (appended rows at the table's end), and
-    back on downgrade; the chunks, their key and a sandbox's history read back are unchanged."""
+def _to_rowid_and_back(tmp_path, before: str, table: str, key: str, rows: list[tuple], check) -> None:  # type: ignore[no-untyped-def]
+    """A SQLite table rebuilt WITHOUT ROWID -> rowid by the migration after ``before``, and back
+    on downgrade to ``before``: its DDL says so each way and ``rows`` (ordered by ``key``) read
+    back unchanged.  ``check(conn, rows)`` runs on the rowid table (then rolled back)."""
     from alembic import command
 
     from metering.migrate import alembic_config, upgrade
-    from metering.usage.derive import parse_history
 
-    url, conn = _database_at(tmp_path, "0017", [])
-    chunks = [("ws", "sb", seq, f"[{seq}, 1, \"/s\", \"e{seq}\", \"dep\", \"giga-mini\", null],") for seq in (1, 0)]
-    conn.executemany("INSERT INTO sandbox_history_chunks VALUES (?, ?, ?, ?)", chunks)
+    url, conn = _database_at(tmp_path, before, [])
+    conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
     conn.commit()
 
-    def table() -> tuple[str, list[tuple]]:
-        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'sandbox_history_chunks'").fetchone()
-        return sql, conn.execute("SELECT * FROM sandbox_history_chunks ORDER BY workspace_id, sandbox_id, seq").fetchall()
+    def stored() -> tuple[str, list[tuple]]:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+        return sql, conn.execute(f"SELECT * FROM {table} ORDER BY {key}").fetchall()
 
     upgrade(url)
-    sql, rows = table()
-    assert "WITHOUT ROWID" not in sql and rows == sorted(chunks)
-    assert [parse_history(text)[0][3] for *_, text in rows] == ["e0", "e1"]
-    with pytest.raises(sqlite3.IntegrityError):  # (workspace, sandbox, seq) is still the key
-        conn.execute("INSERT INTO sandbox_history_chunks VALUES ('ws', 'sb', 0, '')")
+    sql, read = stored()
+    assert "WITHOUT ROWID" not in sql and read == sorted(rows)
+    check(conn, read)
     conn.rollback()
-    command.downgrade(alembic_config(url), "0017")
-    sql, rows = table()
-    assert "WITHOUT ROWID" in sql and rows == sorted(chunks)
+    command.downgrade(alembic_config(url), before)
+    sql, read = stored()
+    assert "WITHOUT ROWID" in sql and read == sorted(rows)
     conn.close()
+
+
+def test_migration_0018_keeps_every_chunk_in_a_rowid_table_and_back(tmp_path):
+    """History chunks move to a rowid table on SQLite (appended rows at the table's end), and
+    back on downgrade; the chunks, their key and a sandbox's history read back are unchanged."""
+    from metering.usage.derive import parse_history
+
+    def check(conn, rows):  # type: ignore[no-untyped-def]
+        assert [parse_history(text)[0][3] for *_, text in rows] == ["e0", "e1"]
+        with pytest.raises(sqlite3.IntegrityError):  # (workspace, sandbox, seq) is still the key
+            conn.execute("INSERT INTO sandbox_history_chunks VALUES ('ws', 'sb', 0, '')")
+
+    chunks = [("ws", "sb", seq, f"[{seq}, 1, \"/s\", \"e{seq}\", \"dep\", \"giga-mini\", null],") for seq in (1, 0)]
+    _to_rowid_and_back(tmp_path, "0017", "sandbox_history_chunks", "workspace_id, sandbox_id, seq", chunks, check)
 
 
 def test_migration_0020_keeps_every_state_in_a_rowid_table_and_back(tmp_path):
     """Sandbox states move to a rowid table on SQLite (new rows at the table's end), and back
     on downgrade; every column, the key, and ingest's upsert on it are unchanged."""
-    from alembic import command
 
-    from metering.migrate import alembic_config, upgrade
+    def check(conn, rows):  # type: ignore[no-untyped-def]
+        # The upsert ingest runs needs (workspace, sandbox) to stay the key.
+        conn.execute("INSERT INTO sandbox_states VALUES ('ws', 'sb1', 9, 3, '/s', 'x', NULL, NULL, NULL, 1, '', "
+                     "NULL, 0, 0) ON CONFLICT (workspace_id, sandbox_id) DO UPDATE SET last_time = excluded.last_time")
+        assert conn.execute("SELECT count(*), max(last_time) FROM sandbox_states").fetchone() == (2, 9)
 
-    url, conn = _database_at(tmp_path, "0019", [])
     states = [("ws", sb, 7, 2, "/s", f"e_{sb}", 5, "giga-mini", "dep", 0, f"[{sb!r}],", 905, 1, 3)
               for sb in ("sb2", "sb1")]
-    conn.executemany(f"INSERT INTO sandbox_states VALUES ({', '.join('?' * 14)})", states)
-    conn.commit()
-
-    def table() -> tuple[str, list[tuple]]:
-        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'sandbox_states'").fetchone()
-        return sql, conn.execute("SELECT * FROM sandbox_states ORDER BY workspace_id, sandbox_id").fetchall()
-
-    upgrade(url)
-    sql, rows = table()
-    assert "WITHOUT ROWID" not in sql and rows == sorted(states)
-    # The upsert ingest runs needs (workspace, sandbox) to stay the key.
-    conn.execute("INSERT INTO sandbox_states VALUES ('ws', 'sb1', 9, 3, '/s', 'x', NULL, NULL, NULL, 1, '', NULL, 0, 0) "
-                 "ON CONFLICT (workspace_id, sandbox_id) DO UPDATE SET last_time = excluded.last_time")
-    assert conn.execute("SELECT count(*), max(last_time) FROM sandbox_states").fetchone() == (2, 9)
-    conn.rollback()
-    command.downgrade(alembic_config(url), "0019")
-    sql, rows = table()
-    assert "WITHOUT ROWID" in sql and rows == sorted(states)
-    conn.close()
+    _to_rowid_and_back(tmp_path, "0019", "sandbox_states", "workspace_id, sandbox_id", states, check)
 
 
 def test_prepared_batches_reach_the_writer_process_whole():
