@@ -5,6 +5,9 @@ page: each new sandbox went to a page of its own among the others, splitting it 
 and a commit wrote about a page for every sandbox it touched.  In a rowid table new rows go to
 the last pages, side by side, and only the key's small entries are spread out.
 
+The table is copied whole, before the service starts (scripts/serve.sh migrates first): 10.7 s
+for 300,000 sandboxes with full history tails (321 MB) on the machine of 2026-12-04.
+
 Revision ID: 0020
 Revises: 0019
 """
