@@ -39,7 +39,7 @@ def requests(total: int, size: int = REQUEST) -> list[Prepared]:
     bodies, _ = encoded(caller_batches(total, size, seed=size * 31 + 4))
     now = time.time_ns() // 1000
     made = [prepare(parse_events(body, batch=True, max_events=size, template_known=lambda *_: True,
-                                 latest_us=now + 300_000_000, received_us=now), None) for body in bodies]
+                                 latest_us=now + 300_000_000, received_us=now)) for body in bodies]
     return [r for r in made if len(r.rows) == size]  # the stream's short last request left out
 
 

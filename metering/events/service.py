@@ -114,9 +114,10 @@ TemplateCheck = Callable[[str, int], bool]
 class Derivation(NamedTuple):
     """What else an ingest transaction writes about the events it stores (usage.derive).
 
-    ``prepare`` needs no database and runs before the transaction, on the event loop;
-    ``apply`` runs inside it with what ``prepare`` made of the stored rows, and passes the
-    loop (``Statements.pause``) every ``PIECE_EVENTS`` events or so.
+    ``prepare`` needs no database: the transaction (``write_group``) runs it on all of its
+    requests' stored rows at once, before PostgreSQL's lock, so no other transaction waits for
+    it; ``apply`` then runs with what it made, and passes the loop (``Statements.pause``) every
+    ``PIECE_EVENTS`` events or so.
     """
 
     prepare: Callable[[list[Row]], Any]
@@ -129,7 +130,6 @@ class Prepared(NamedTuple):
     rows: list[Row]  # as parsed
     unique: list[Row]  # repeats inside the request dropped
     indexes: list[int]  # each unique row's index in the request
-    derived: Any  # Derivation.prepare(unique), or None: the writer makes it
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         # Sent to the SQLite writer's process: the rows as msgpack, which msgspec writes ~14
@@ -146,17 +146,18 @@ _unpack_rows = msgspec.msgpack.Decoder(list[tuple]).decode
 def _unpack(packed: bytes, indexes: list[int] | None) -> Prepared:
     rows = _unpack_rows(packed)
     if indexes is None:
-        return Prepared(rows, rows, list(range(len(rows))), None)
-    return Prepared(rows, [rows[i] for i in indexes], indexes, None)
+        return Prepared(rows, rows, list(range(len(rows))))
+    return Prepared(rows, [rows[i] for i in indexes], indexes)
 
 
-def prepare(rows: list[Row], derivation: Derivation | None) -> Prepared:
+def prepare(rows: list[Row]) -> Prepared:
     """Everything about a request's rows that needs no database; 409 for a repeat with another body.
 
-    ``derivation``: also group the rows for it (when the writer runs in this process).
+    Their grouping for the derivation waits for the transaction (write_group), which groups
+    all of its requests' rows at once: grouped here too, a request in a group was grouped twice.
     """
     unique, indexes = dedupe_batch(rows)
-    return Prepared(rows, unique, indexes, derivation.prepare(unique) if derivation else None)
+    return Prepared(rows, unique, indexes)
 
 
 def _to_us(dt: datetime) -> int:
@@ -474,13 +475,10 @@ def write_group(
               if isinstance(outcome, IngestResult) and outcome.accepted]
     if derivation is None or not stored:
         return outcomes
-    if len(stored) == 1 and stored[0].derived is not None:
-        derived = stored[0].derived
-    else:
-        rows = [row for batch in stored for row in batch.unique]
-        if each:  # a request that repeats another's event (with the same body: checked) carries it too
-            rows = list({_key(row): row for row in rows}.values())
-        derived = derivation.prepare(rows)  # before the lock: the less the others wait for
+    rows = [row for batch in stored for row in batch.unique]
+    if each:  # a request that repeats another's event (with the same body: checked) carries it too
+        rows = list({_key(row): row for row in rows}.values())
+    derived = derivation.prepare(rows)  # before the lock: the less the others wait for
     if sql.is_pg:  # not in a savepoint: the lock must last to the commit
         sql.run.count(PG_INGEST_SERIAL, ())
     derivation.apply(sql, derived)
@@ -491,7 +489,7 @@ async def store_batch(db: Database, rows: list[Row], *, derivation: Derivation |
     """Insert one batch in its own transaction; commit means durable, so the caller may answer 202."""
     if not rows:
         return IngestResult(accepted=0, duplicates=0)
-    batch = prepare(rows, derivation)
+    batch = prepare(rows)
     async with db.write() as session:  # through the session's connection: no writer thread of its own
         conn = await session.connection()
         outcomes = await conn.run_sync(partial(write_group, batches=[batch], derivation=derivation))
@@ -527,10 +525,7 @@ class EventWriter:
     async def store(self, rows: list[Row]) -> IngestResult:
         if not rows:
             return IngestResult(accepted=0, duplicates=0)
-        # In another process, the writer groups the rows itself: cheaper than sending the groups.
-        # So does the transaction of a big request here (write_group), as it does a group's.
-        grouped_here = self.runner.in_process and len(rows) <= PIECE_EVENTS
-        batch = prepare(rows, self.derivation if grouped_here else None)
+        batch = prepare(rows)
         future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
         self._queue.append((batch, future))
         self._wake.set()

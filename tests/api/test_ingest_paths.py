@@ -97,18 +97,15 @@ def _rows(*events):
                         template_known=lambda t, u: True, latest_us=2**62, received_us=0)
 
 
-def _prepared(batches, grouped_here=True):
-    """``grouped_here=False``: the transaction groups each request's rows for the derivation
-    itself, as it does for a big request (events.service.EventWriter.store)."""
-    return [prepare(rows, USAGE_DERIVATION if grouped_here else None) for rows in batches]
+def _prepared(batches):
+    return [prepare(rows) for rows in batches]
 
 
-async def _write(db, batches, grouped_here=True):
+async def _write(db, batches):
     """Through a session's connection (SQLAlchemy's, for the statement traces below)."""
     async with db.write() as session:
         conn = await session.connection()
-        return await conn.run_sync(partial(write_group, batches=_prepared(batches, grouped_here),
-                                           derivation=USAGE_DERIVATION))
+        return await conn.run_sync(partial(write_group, batches=_prepared(batches), derivation=USAGE_DERIVATION))
 
 
 @pytest.fixture(params=["session", "writer"])
@@ -117,8 +114,8 @@ def write(request, db):
     process of its own on SQLite, its own asyncpg connection on PostgreSQL)."""
     if request.param == "session":
         return partial(_write, db)
-    return lambda batches, grouped_here=True: db.write_runner().run(
-        partial(write_group, batches=_prepared(batches, grouped_here), derivation=USAGE_DERIVATION))
+    return lambda batches: db.write_runner().run(
+        partial(write_group, batches=_prepared(batches), derivation=USAGE_DERIVATION))
 
 
 async def _count(db, table):
@@ -135,7 +132,7 @@ async def test_group_keeps_each_request_all_or_nothing(db, write):
     inner = _rows(event("sandbox.running", T0, id="evt_x", sandbox_id="sb_d"),
                   event("sandbox.running", T0, id="evt_x", sandbox_id="sb_d", template="giga-pro"))
     with pytest.raises(Conflict) as inner_conflict:  # answered before it reaches the writer
-        prepare(inner, USAGE_DERIVATION)
+        prepare(inner)
     assert inner_conflict.value.errors[0]["index"] == 1
     outcomes = await write([a, repeat, clash])
     assert [type(o).__name__ for o in outcomes] == ["IngestResult", "IngestResult", "Conflict"]
@@ -393,8 +390,7 @@ async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db
         monkeypatch.setattr(derive, "PIECE_EVENTS", piece)
         await empty_tables(db)
         inserts.clear()
-        results = [(await write([_rows(*first)], grouped_here=False))[0],
-                   (await write([_rows(*second)], grouped_here=False))[0]]
+        results = [(await write([_rows(*first)]))[0], (await write([_rows(*second)]))[0]]
         clash = _rows(*second[:4], {**first[2], "time": "2026-02-01T01:00:01Z"})
         with pytest.raises(Conflict) as conflict:
             await write([clash])
@@ -438,8 +434,7 @@ async def test_a_request_in_pieces_reads_the_states_once_and_writes_its_usage_on
     monkeypatch.setattr(BulkSQL, "execute_together", counted_write)
     monkeypatch.setattr(service, "PIECE_EVENTS", 3)
     monkeypatch.setattr(derive, "PIECE_EVENTS", 3)  # three sandboxes of four events: a pass before the 2nd and 3rd
-    (result,) = await write([_rows(*[ev for sb in ("sb_1", "sb_2", "sb_3") for ev in _lifecycle(sb)])],
-                            grouped_here=False)
+    (result,) = await write([_rows(*[ev for sb in ("sb_1", "sb_2", "sb_3") for ev in _lifecycle(sb)])])
     assert (result.accepted, calls["states"], calls["writes"], calls["pauses"]) == (12, 1, 1, 2)
     intervals, extensions = await _usage_rows(db)
     assert len(intervals) == 3 * 3 and len(extensions) == 3  # each: two month pieces, then one still open
@@ -577,10 +572,10 @@ def test_prepared_batches_reach_the_writer_process_whole():
 
     rows = [("src", f"e{i}", "sandbox.running", 1_700_000_000_000_000 + i, "ws", "dep", "sb", None, "giga-mini",
              None, "h" * 64, '{"x":"\u00e9"}', 5) for i in range(3)]
-    for batch in (prepare(rows, None), prepare([*rows, rows[1]], None)):
+    for batch in (prepare(rows), prepare([*rows, rows[1]])):
         sent = pickle.loads(pickle.dumps(batch))
         assert sent.rows == batch.rows and all(isinstance(r, tuple) for r in sent.rows)
-        assert sent.unique == batch.unique and sent.indexes == batch.indexes and sent.derived is None
+        assert sent == batch
 
 
 def _every_ingest_path() -> list[list[list]]:

@@ -39,7 +39,7 @@ async def _write(db, events: list[dict]) -> None:
                         template_known=lambda t, u: True, latest_us=2**62, received_us=0)
     async with db.write() as session:
         conn = await session.connection()
-        await conn.run_sync(partial(write_group, batches=[prepare(rows, USAGE_DERIVATION)],
+        await conn.run_sync(partial(write_group, batches=[prepare(rows)],
                                     derivation=USAGE_DERIVATION))
 
 
