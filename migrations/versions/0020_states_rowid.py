@@ -20,14 +20,11 @@ down_revision = "0019"
 branch_labels = None
 depends_on = None
 
-COLUMNS = ("workspace_id, sandbox_id, last_time, last_rank, last_source, last_event_id, open_start, "
-           "open_template, open_deployment, terminated, history, open_lifetime_end, history_events, history_chunks")
-
 
 def _rebuild(*, with_rowid: bool) -> None:
     if op.get_bind().dialect.name != "sqlite":
         return
-    op.create_table(
+    new = op.create_table(
         "sandbox_states_new",
         sa.Column("workspace_id", sa.String(128), primary_key=True),
         sa.Column("sandbox_id", sa.String(128), primary_key=True),
@@ -45,7 +42,8 @@ def _rebuild(*, with_rowid: bool) -> None:
         sa.Column("history_chunks", sa.Integer(), nullable=False, server_default="0"),
         sqlite_with_rowid=with_rowid,
     )
-    op.execute(f"INSERT INTO sandbox_states_new ({COLUMNS}) SELECT {COLUMNS} FROM sandbox_states "
+    columns = ", ".join(column.name for column in new.columns)
+    op.execute(f"INSERT INTO sandbox_states_new ({columns}) SELECT {columns} FROM sandbox_states "
                "ORDER BY workspace_id, sandbox_id")
     op.drop_table("sandbox_states")
     op.rename_table("sandbox_states_new", "sandbox_states")
