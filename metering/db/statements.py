@@ -12,7 +12,8 @@ given a connection by the writer (db.writer) or a caller in a transaction:
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 from sqlalchemy import Connection
@@ -59,10 +60,24 @@ class SqlAlchemyStatements:
         self.count(sql, ())  # SQLAlchemy has begun the transaction, or begins it now
 
     def savepoint(self) -> AbstractContextManager[Any]:
+        if self._raw is not None:  # SQLAlchemy's costs ~0.1 ms, more than a small request's insert
+            return _driver_savepoint(self._raw)
         return self.conn.begin_nested()
 
     def pause(self) -> None:
         pass  # in the writer's process, or a caller's transaction: nothing else waits on us here
+
+
+@contextmanager
+def _driver_savepoint(raw: Any) -> Iterator[None]:
+    raw.execute("SAVEPOINT ingest")
+    try:
+        yield
+    except BaseException:
+        raw.execute("ROLLBACK TO ingest")
+        raw.execute("RELEASE ingest")
+        raise
+    raw.execute("RELEASE ingest")
 
 
 def statements_for(conn: Any) -> Statements:
