@@ -22,3 +22,13 @@ def insert_then_fail(conn) -> None:  # type: ignore[no-untyped-def]
     conn.exec_driver_sql("INSERT INTO api_tokens (id, name, token_hash, scopes, created_at) "
                          "VALUES ('tok_x', 'x', 'h', 'admin', 0)")
     raise RuntimeError("after the insert")
+
+
+def insert_token(conn, name: str) -> str:  # type: ignore[no-untyped-def]
+    conn.exec_driver_sql("INSERT INTO api_tokens (id, name, token_hash, scopes, created_at) "
+                         f"VALUES ('tok_{name}', '{name}', 'h_{name}', 'admin', 0)")
+    return name
+
+
+def names(conn, staged: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
+    return staged

@@ -51,6 +51,10 @@ class Database:
         self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
         self._reader: ReadRunner | None = None
         self._write_runner: WriteRunner | None = None
+        # ``write`` blocks under way in this process, waiting for SQLite's write lock or
+        # holding it: the ingest writer keeps its transaction short while there are any
+        # (events.service.EventWriter), so that they get the lock between two of its commits.
+        self.writes = 0
 
     async def run_read(self, fn: Callable[[Connection], T], *, snapshot: bool = True) -> T:
         """``fn(connection)`` in one hand-off, in one read transaction unless ``snapshot`` is
@@ -80,9 +84,13 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A session in one write transaction: committed on success, rolled back on error."""
-        async with AsyncSession(self._writer, expire_on_commit=False) as session:
-            async with session.begin():
-                yield session
+        self.writes += 1
+        try:
+            async with AsyncSession(self._writer, expire_on_commit=False) as session:
+                async with session.begin():
+                    yield session
+        finally:
+            self.writes -= 1
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

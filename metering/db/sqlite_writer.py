@@ -15,11 +15,13 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, event, make_url
+from sqlalchemy import Connection, RootTransaction, event, make_url
 
 from metering.db.sqlite_threads import SQLITE_BUSY_TIMEOUT_MS, sqlite_thread_engine
+from metering.errors import Unavailable
 
 T = TypeVar("T")
 
@@ -58,10 +60,47 @@ class SqliteWriter:
         event.listen(self.engine, "begin", _begin_immediate)
         self.connection = self.engine.connect()
         self.checkpointer = _Checkpointer(path)
+        self._open: _Open | None = None  # a transaction sent in stages, until its commit
 
     def run(self, fn: Callable[[Connection], T]) -> T:
+        if self._open is not None:
+            raise RuntimeError("ingest writer: a transaction is open in stages; only its commit may come")
         with self.connection.begin():
             result = fn(self.connection)
+        self.checkpointer.poke()
+        return result
+
+    def stage(self, load: Callable[[], Callable[[Connection], Any]]) -> None:
+        """Run the function ``load`` gives in the open transaction, beginning one if none is;
+        its result (or the first failure, after which nothing more runs) waits for ``commit``."""
+        if self._open is None:
+            self._open = _Open(self.connection.begin())
+        staged = self._open
+        staged.parts += 1
+        if staged.failure is None:
+            try:
+                staged.results.append(load()(self.connection))
+            except Exception as exc:  # noqa: BLE001 - the commit answers it
+                staged.failure = exc
+
+    def commit(self, fn: Callable[[Connection, list[Any]], T], parts: int) -> T:
+        """End the open transaction: ``fn(connection, results of its stages)``, then commit.
+        Rolled back instead if a stage failed, or if it holds fewer than the ``parts`` stages
+        the server sent (this process started after some of them)."""
+        staged, self._open = self._open, None
+        if staged is None:
+            staged = _Open(self.connection.begin())
+        try:
+            if staged.failure is not None:
+                raise staged.failure
+            if staged.parts != parts:
+                raise Unavailable(f"the ingest writer restarted while this transaction was sent ({staged.parts} "
+                                  f"of its {parts} requests reached it); nothing of it was stored, send it again")
+            result = fn(self.connection, staged.results)
+        except BaseException:
+            staged.transaction.rollback()
+            raise
+        staged.transaction.commit()
         self.checkpointer.poke()
         return result
 
@@ -69,6 +108,15 @@ class SqliteWriter:
         self.checkpointer.close()
         self.connection.close()
         self.engine.dispose()
+
+
+@dataclass
+class _Open:
+    """A transaction the server sends in stages (SqliteWriter.stage), until its commit."""
+    transaction: RootTransaction
+    results: list[Any] = field(default_factory=list)
+    parts: int = 0
+    failure: Exception | None = None
 
 
 class _Checkpointer:

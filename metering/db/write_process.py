@@ -7,11 +7,14 @@ must win it back.  In a process of its own the writer has its own GIL, and decod
 writing run on both cores.
 
 The server (db.writer.WriteRunner) starts it with one end of a socket pair as file
-descriptor FD and talks in frames: an 8-byte length, then a pickle.  Each request is a
-function (a module-level one, or a ``functools.partial`` of one: pickled by name, so both
-sides import the same code); the writer runs it in one write transaction
-(db.sqlite_writer) and answers ``(True, result)`` or ``(False, error)``.  MODULEs are
-imported up front, so the first request does not wait for them.
+descriptor FD and talks in frames: an 8-byte length, then what to do with the request (one
+byte: ``RUN``, ``STAGE``, ``COMMIT``), then its pickle.  A request is a function (a
+module-level one, or a ``functools.partial`` of one: pickled by name, so both sides import
+the same code).  ``RUN``: the writer runs it in one write transaction (db.sqlite_writer) and
+answers ``(True, result)`` or ``(False, error)``.  ``STAGE``: it runs in the open transaction,
+unanswered; ``COMMIT`` (the function and how many stages it ends) ends that transaction and
+is answered like a run.  MODULEs are imported up front, so the first request does not wait
+for them.
 
 It ends when the server's end closes: the server stopped, or died.  A transaction in
 progress then is finished first; if the server died meanwhile, that transaction is
@@ -27,9 +30,10 @@ import signal
 import socket
 import sys
 import traceback
+from functools import partial
 
 from metering.db.sqlite_writer import SqliteWriter
-from metering.db.writer import HEADER, frame
+from metering.db.writer import COMMIT, HEADER, STAGE, frame
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
@@ -48,8 +52,11 @@ def _receive(sock: socket.socket) -> bytes | None:
     return None if head is None else _recv_exactly(sock, HEADER.unpack(head)[0])
 
 
-def _answer(request: bytes, writer: SqliteWriter) -> bytes:
+def _answer(kind: bytes, request: memoryview, writer: SqliteWriter) -> bytes:
     try:
+        if kind == COMMIT:
+            fn, parts = pickle.loads(request)
+            return frame((True, writer.commit(fn, parts)))
         return frame((True, writer.run(pickle.loads(request))))
     except Exception as exc:  # noqa: BLE001 - it is the request's answer
         try:
@@ -60,8 +67,12 @@ def _answer(request: bytes, writer: SqliteWriter) -> bytes:
 
 def serve(sock: socket.socket, writer: SqliteWriter) -> None:
     while (request := _receive(sock)) is not None:
+        kind, body = request[:1], memoryview(request)[1:]
+        if kind == STAGE:
+            writer.stage(partial(pickle.loads, body))  # a pickle it cannot read fails the transaction
+            continue
         try:
-            sock.sendall(_answer(request, writer))
+            sock.sendall(_answer(kind, body, writer))
         except OSError:
             return  # the server is gone
 

@@ -17,7 +17,7 @@ import struct
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,10 +30,13 @@ T = TypeVar("T")
 log = get_logger(__name__)
 STOP_SECONDS = 30  # how long a stopping writer may take to finish its transaction
 HEADER = struct.Struct(">Q")  # a frame: its length, then a pickle
+# What the writer process does with a request (db.write_process), the byte before its pickle:
+# so that it knows whether to answer even when the pickle cannot be read.
+RUN, STAGE, COMMIT = b"R", b"S", b"C"
 
 
-def frame(value: Any) -> bytes:
-    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+def frame(value: Any, kind: bytes = b"") -> bytes:
+    data = kind + pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     return HEADER.pack(len(data)) + data
 
 
@@ -46,6 +49,13 @@ class WriteRunner:
     ``preload``: modules the writer process imports as it starts (those of the functions it
     will be sent).  Several calls may be in flight at once: the writer process takes them in
     order, so the next one is there the moment a transaction ends.
+
+    The writer process also takes a transaction in parts (``stages``): ``stage(fn)`` runs
+    ``fn(connection)`` in its open transaction, beginning one if none is, and answers nothing;
+    ``commit(fn, parts)`` runs ``fn(connection, results)`` with the results of the ``parts``
+    stages sent since the last commit, commits, and answers.  Everything is sent in the order
+    of the calls, which are synchronous up to the answer: a stage called after a commit goes
+    into the next transaction.
     """
 
     def __init__(self, engine: AsyncEngine, preload: Sequence[str] = ()) -> None:
@@ -55,7 +65,8 @@ class WriteRunner:
         self._path = os.path.abspath(url.database) if on_file else None
         self._preload = tuple(preload)
         self._pg = PgWriter(engine) if engine.dialect.name == "postgresql" else None
-        self._lock = asyncio.Lock()
+        self._outbox: deque[tuple[bytes, asyncio.Future[tuple[bool, Any]] | None]] = deque()
+        self._sender: asyncio.Task[None] | None = None
         self._conn: _Connection | None = None
         self._spawned = self._spawn() if self._path is not None else None  # started with the service
 
@@ -76,6 +87,11 @@ class WriteRunner:
         """Whether transactions run at the same time (PostgreSQL: one on each of the writer's
         connections), not one after the other (the SQLite writer process)."""
         return self._pg is not None
+
+    @property
+    def stages(self) -> bool:
+        """Whether a transaction can be sent in parts (``stage``, ``commit``): the writer process."""
+        return self._path is not None
 
     @property
     def pid(self) -> int | None:
@@ -110,26 +126,52 @@ class WriteRunner:
         if self._path is None:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(fn)
-        request = frame(fn)  # a function that cannot be pickled fails here, before anything is sent
-        async with self._lock:  # requests go out whole and in order
-            conn = await self._connection()
-            answer = conn.send(request)
-        try:
-            await conn.writer.drain()
-        except ConnectionError:
-            pass  # the writer is gone: its reader answers every request in flight
-        ok, value = await answer
-        if ok:
-            return value
-        raise value
+        # A function that cannot be pickled fails here, before anything is sent.
+        return await _answer(self._post(frame(fn, RUN), answered=True))
+
+    def stage(self, fn: Callable[[Any], Any]) -> None:
+        """Send ``fn`` to run in the writer process's open transaction (``stages``); no answer."""
+        self._post(frame(fn, STAGE), answered=False)
+
+    def commit(self, fn: Callable[[Any, list[Any]], T], parts: int) -> Awaitable[T]:
+        """Send the end of the open transaction (``stages``) now; await the result for its answer.
+        ``parts``: how many stages it ends.  If the writer lost some (it died between them), the
+        transaction fails with ``Unavailable`` and nothing of it is stored."""
+        return _answer(self._post(frame((fn, parts), COMMIT), answered=True))
+
+    def _post(self, request: bytes, answered: bool) -> asyncio.Future[tuple[bool, Any]] | None:
+        answer = asyncio.get_running_loop().create_future() if answered else None
+        conn = self._conn
+        if not self._outbox and conn is not None and conn.alive:
+            conn.send(request, answer)  # the socket's buffer takes it, or the transport's
+            return answer
+        self._outbox.append((request, answer))  # once the writer process is there
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send())
+        return answer
+
+    async def _send(self) -> None:
+        """What was posted while there was no writer process: sent in order once one is there."""
+        while self._outbox:
+            try:
+                conn = await self._connection()
+            except Exception as exc:  # noqa: BLE001 - could not start it: every request waiting hears why
+                for _, answer in self._outbox:
+                    if answer is not None and not answer.done():
+                        answer.set_exception(exc)
+                self._outbox.clear()
+                return
+            while self._outbox:
+                conn.send(*self._outbox.popleft())
 
     async def close(self) -> None:
         """Stop the writer process: it finishes the transaction in progress, then exits."""
         if self._pg is not None:
             await self._pg.close()
-        async with self._lock:
-            conn, self._conn = self._conn, None
-            spawned, self._spawned = self._spawned, None
+        if self._sender is not None:  # what was posted goes out first
+            await asyncio.gather(self._sender, return_exceptions=True)
+        conn, self._conn = self._conn, None
+        spawned, self._spawned = self._spawned, None
         if conn is not None:
             conn.close()
             proc = conn.proc
@@ -143,6 +185,14 @@ class WriteRunner:
         except subprocess.TimeoutExpired:
             proc.kill()
             await asyncio.to_thread(proc.wait)
+
+
+async def _answer(answer: asyncio.Future[tuple[bool, Any]] | None) -> Any:
+    assert answer is not None
+    ok, value = await answer
+    if ok:
+        return value
+    raise value
 
 
 class _Connection:
@@ -159,11 +209,10 @@ class _Connection:
     def alive(self) -> bool:
         return not self.answers.done() and self.proc.poll() is None
 
-    def send(self, request: bytes) -> asyncio.Future[tuple[bool, Any]]:
-        answer: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
-        self.pending.append(answer)
+    def send(self, request: bytes, answer: asyncio.Future[tuple[bool, Any]] | None) -> None:
+        if answer is not None:
+            self.pending.append(answer)
         self.writer.write(request)
-        return answer
 
     async def _read_answers(self) -> None:
         try:

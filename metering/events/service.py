@@ -6,7 +6,8 @@ sent for the canonical payload), a light rule check per event, then bulk driver 
 checked again as dicts, event by event, to name every bad event's index and field.
 
 Writes go through ``EventWriter``: requests that arrive while a transaction is being written
-are committed together in the next one.  Usage derivation must not fold a sandbox from two
+are committed together in the next one (on SQLite the big ones inserted as they come,
+``STAGE_EVENTS``).  Usage derivation must not fold a sandbox from two
 transactions at once: SQLite has one writer anyway, and on PostgreSQL the derivations take a
 lock (``write_group``), while the events of the next transaction go in beside them.
 Repeats inside a request are found on the event loop first (a 409 needs no database).  The
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, NamedTuple
@@ -87,6 +88,10 @@ WRITER_DEPTH = 2
 # would only queue them behind its commit: each commit fewer requests, each event more pages
 # (the writer's CPU per event rose by half at 100 x 8).
 SEND_AHEAD_REQUESTS = 2
+# On SQLite a request of this many events or more is sent to the writer process as soon as it
+# is parsed, and inserted in the open transaction while the next ones are parsed; smaller ones
+# go with the commit (EventWriter).
+STAGE_EVENTS = 50
 # Passes of the event loop an idle writer's next small group waits, so that requests already
 # read or on their way join it.  Without them, at 100-event requests from 8 clients, commits
 # alternated between 1 request and 7: the first request parsed after a commit's answers went
@@ -130,6 +135,7 @@ class Prepared(NamedTuple):
     rows: list[Row]  # as parsed
     unique: list[Row]  # repeats inside the request dropped
     indexes: list[int]  # each unique row's index in the request
+    staged: bool = False  # sent to the writer process ahead of its commit (EventWriter)
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         # Sent to the SQLite writer's process: the rows as msgpack, which msgspec writes ~14
@@ -463,26 +469,63 @@ def write_group(
     sql = BulkSQL(conn)
     if sql.is_pg:
         sql.run.open(PG_INGEST_PLANS)
-    if len(batches) == 1:
+    outcomes, shared = _insert_group(sql, batches, alone=len(batches) == 1)
+    _derive(sql, batches, outcomes, derivation, shared)
+    return outcomes
+
+
+def _insert_group(sql: BulkSQL, batches: list[Prepared], alone: bool) -> tuple[list[IngestResult | Exception], bool]:
+    """Insert the requests' events; their outcomes, and whether two of them may share an event.
+    ``alone``: the only request of its transaction, whose 409 is raised (no savepoint needed)."""
+    if alone:
         only = batches[0]
-        outcomes: list[IngestResult | Exception] = [_result(only, _insert(sql, only.unique, only.indexes))]
-        each = False
-    else:
-        together = _insert_together(sql, batches)
-        each = together is None  # one request after the other: they may share events
-        outcomes = together if together is not None else _insert_each(sql, batches)
+        return [_result(only, _insert(sql, only.unique, only.indexes))], False
+    together = _insert_together(sql, batches)
+    if together is not None:
+        return together, False
+    return _insert_each(sql, batches), True  # one request after the other: they may share events
+
+
+def stage_request(conn: Connection, batch: Prepared) -> tuple[Prepared, IngestResult | Exception]:
+    """A big request's events, inserted in the SQLite writer process's open transaction as
+    soon as the request is parsed (EventWriter): the outcome waits there for ``commit_staged``."""
+    return batch, _insert_each(BulkSQL(conn), [batch])[0]
+
+
+def commit_staged(conn: Connection, staged: list[tuple[Prepared, IngestResult | Exception]],
+                  plan: list[Prepared | None], derivation: Derivation | None) -> list[IngestResult | Exception]:
+    """The end of a transaction sent in stages: the group's requests in order, each either
+    staged (None in ``plan``: its result is the next of ``staged``) or small and sent here;
+    the small ones' events inserted, then the usage of all of them derived at once.  Their
+    outcomes, in the group's order."""
+    sql = BulkSQL(conn)
+    small = [batch for batch in plan if batch is not None]
+    inserted, shared = _insert_group(sql, small, alone=not staged and len(small) == 1) if small else ([], False)
+    staged_parts, small_outcomes = iter(staged), iter(inserted)
+    group = [next(staged_parts) if batch is None else (batch, next(small_outcomes)) for batch in plan]
+    batches = [batch for batch, _ in group]
+    outcomes = [outcome for _, outcome in group]
+    # A staged request shares an event with one before it only if it counted it a duplicate.
+    shared = shared or (len(group) > 1 and any(
+        isinstance(outcome, IngestResult) and outcome.accepted < len(batch.unique) for batch, outcome in group))
+    _derive(sql, batches, outcomes, derivation, shared)
+    return outcomes
+
+
+def _derive(sql: BulkSQL, batches: list[Prepared], outcomes: list[IngestResult | Exception],
+            derivation: Derivation | None, shared: bool) -> None:
+    """Derive the usage of the requests that stored events; ``shared``: some may carry the same event."""
     stored = [batch for batch, outcome in zip(batches, outcomes)
               if isinstance(outcome, IngestResult) and outcome.accepted]
     if derivation is None or not stored:
-        return outcomes
+        return
     rows = [row for batch in stored for row in batch.unique]
-    if each:  # a request that repeats another's event (with the same body: checked) carries it too
+    if shared:  # a request that repeats another's event (with the same body: checked) carries it too
         rows = list({_key(row): row for row in rows}.values())
     derived = derivation.prepare(rows)  # before the lock: the less the others wait for
     if sql.is_pg:  # not in a savepoint: the lock must last to the commit
         sql.run.count(PG_INGEST_SERIAL, ())
     derivation.apply(sql, derived)
-    return outcomes
 
 
 async def store_batch(db: Database, rows: list[Row], *, derivation: Derivation | None = None) -> IngestResult:
@@ -509,6 +552,14 @@ class EventWriter:
     derivation and commit.  Small requests wait for the transaction in progress instead, so
     that more of them share the next commit; on PostgreSQL two waiting requests already make a
     group (``SEND_AHEAD_REQUESTS``).
+
+    The SQLite writer process is sent each request of ``STAGE_EVENTS`` or more as soon as it
+    is parsed (``stage_request``), with the smaller ones queued before it (events go in in the
+    order their requests came): it inserts their events in its open transaction while the
+    server parses the next requests.  The group's commit (``commit_staged``) carries the small
+    requests that came after, and derives the usage of all of them at once.  A group there is
+    the whole queue: a request that would take it past ``MAX_GROUP_EVENTS`` first sends the
+    commit of the requests before it.
     """
 
     def __init__(self, db: Database, derivation: Derivation | None) -> None:
@@ -518,7 +569,9 @@ class EventWriter:
         modules = [__name__] + ([derivation.apply.__module__] if derivation else [])
         self.runner = db.write_runner(preload=modules)
         self.depth = WRITER_DEPTH if self.runner.overlaps else 1
+        self.staged = self.runner.stages
         self._queue: list[tuple[Prepared, asyncio.Future[IngestResult]]] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -527,23 +580,37 @@ class EventWriter:
             return IngestResult(accepted=0, duplicates=0)
         batch = prepare(rows)
         future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        if self.staged:
+            if self._queue and self._queued_events() + len(batch.rows) > MAX_GROUP_EVENTS:
+                self._send(self._next_group())  # before this request's events go in
+            if len(batch.rows) >= STAGE_EVENTS and not self.db.writes:  # and the small ones before it
+                self._queue = [(self._stage(queued), f) for queued, f in self._queue]
+                batch = self._stage(batch)
         self._queue.append((batch, future))
         self._wake.set()
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
         return await future
 
+    def _stage(self, batch: Prepared) -> Prepared:
+        if not batch.staged:
+            self.runner.stage(partial(stage_request, batch=batch))
+        return batch._replace(staged=True)
+
+    def _queued_events(self) -> int:
+        return sum(len(batch.rows) for batch, _ in self._queue)
+
     def _big_queue(self) -> bool:
         """Worth sending now, ahead of the transaction in progress or without waiting for more
         to join: small requests wait instead, to share the next commit."""
         if self.runner.concurrent and len(self._queue) >= SEND_AHEAD_REQUESTS:
             return True
-        return sum(len(batch.rows) for batch, _ in self._queue) >= SEND_AHEAD_EVENTS
+        return self._queued_events() >= SEND_AHEAD_EVENTS
 
     def _next_group(self) -> list[tuple[Prepared, asyncio.Future[IngestResult]]]:
         size, take = 0, 0
         for batch, _ in self._queue:
-            if take and size + len(batch.rows) > MAX_GROUP_EVENTS:
+            if take and size + len(batch.rows) > MAX_GROUP_EVENTS and not self.staged:
                 break
             size += len(batch.rows)
             take += 1
@@ -560,13 +627,13 @@ class EventWriter:
                 return
 
     async def _drain(self) -> None:
-        in_flight: set[asyncio.Task[None]] = set()
+        in_flight = self._in_flight
         try:
             while self._queue or in_flight:
                 if not in_flight and not self._big_queue():
                     await self._let_arrivals_join()
                 while self._queue and len(in_flight) < self.depth and (not in_flight or self._big_queue()):
-                    in_flight.add(asyncio.create_task(self._write(self._next_group())))
+                    self._send(self._next_group())
                 self._wake.clear()  # a new request wakes us if there is room for its group
                 woken = asyncio.ensure_future(self._wake.wait())
                 done, _ = await asyncio.wait({*in_flight, woken}, return_when=asyncio.FIRST_COMPLETED)
@@ -582,10 +649,23 @@ class EventWriter:
         finally:
             self._task = None
 
-    async def _write(self, group: list[tuple[Prepared, asyncio.Future[IngestResult]]]) -> None:
-        work = partial(write_group, batches=[batch for batch, _ in group], derivation=self.derivation)
+    def _send(self, group: list[tuple[Prepared, asyncio.Future[IngestResult]]]) -> None:
+        """The group's transaction goes to the writer now (in order with the requests staged
+        after it), and a task answers its requests."""
+        if self.staged:
+            plan = [None if batch.staged else batch for batch, _ in group]
+            answer = self.runner.commit(partial(commit_staged, plan=plan, derivation=self.derivation),
+                                        sum(batch.staged for batch, _ in group))
+        else:
+            answer = self.runner.run(partial(write_group, batches=[batch for batch, _ in group],
+                                             derivation=self.derivation))
+        self._in_flight.add(asyncio.create_task(self._answer(group, answer)))
+
+    @staticmethod
+    async def _answer(group: list[tuple[Prepared, asyncio.Future[IngestResult]]],
+                      answer: Awaitable[list[IngestResult | Exception]]) -> None:
         try:
-            outcomes = await self.runner.run(work)
+            outcomes = await answer
         except asyncio.CancelledError:
             for _, future in group:
                 future.cancel()

@@ -23,8 +23,10 @@ from sqlalchemy import event as sa_event, text
 
 from metering.errors import Conflict
 from metering.events.schemas import WireEvent
+from metering.events import service
 from metering.events.service import (
-    PG_INGEST_PLANS, PG_INGEST_SERIAL, EventWriter, parse_events, prepare, write_group,
+    PG_INGEST_PLANS, PG_INGEST_SERIAL, EventWriter, commit_staged, parse_events, prepare, stage_request,
+    write_group,
 )
 from metering.usage.derive import USAGE_DERIVATION
 from tests.factories import event
@@ -108,12 +110,35 @@ async def _write(db, batches):
         return await conn.run_sync(partial(write_group, batches=_prepared(batches), derivation=USAGE_DERIVATION))
 
 
-@pytest.fixture(params=["session", "writer"])
-def write(request, db):
-    """``_write``, or the way the service writes: through the database's ingest writer (a
-    process of its own on SQLite, its own asyncpg connection on PostgreSQL)."""
+async def _write_staged(db, batches, staged):
+    """The way the SQLite writer process takes a group: the first ``staged`` requests sent on
+    their own as they come (``stage_request``), the rest with the commit; a lone request's
+    error raised, as EventWriter answers it."""
+    runner, prepared = db.write_runner(), _prepared(batches)
+    plan = []
+    for i, batch in enumerate(prepared):
+        if i < staged(len(batches)):
+            runner.stage(partial(stage_request, batch=batch))
+        plan.append(None if i < staged(len(batches)) else batch)
+    outcomes = await runner.commit(partial(commit_staged, plan=plan, derivation=USAGE_DERIVATION),
+                                   plan.count(None))
+    if len(outcomes) == 1 and isinstance(outcomes[0], Exception):
+        raise outcomes[0]
+    return outcomes
+
+
+@pytest.fixture(params=["session", "writer", "staged", "mixed"])
+def write(request, db, engine_name):
+    """``_write``, or the ways the service writes: through the database's ingest writer (a
+    process of its own on SQLite, its own asyncpg connection on PostgreSQL), and on SQLite in
+    stages, every request or all but the last (``EventWriter`` sends the big ones so, and
+    the small ones before them)."""
     if request.param == "session":
         return partial(_write, db)
+    if request.param in ("staged", "mixed"):
+        if engine_name != "sqlite":
+            pytest.skip("transactions in stages are the SQLite writer process's")
+        return partial(_write_staged, db, staged=lambda n: n if request.param == "staged" else n - 1)
     return lambda batches: db.write_runner().run(
         partial(write_group, batches=_prepared(batches), derivation=USAGE_DERIVATION))
 
@@ -219,13 +244,17 @@ def _lifecycle(sandbox_id):
 def _group_counting_writer(db):
     """An ``EventWriter`` and the list of its transactions' request counts, as they are sent."""
     writer = EventWriter(db, USAGE_DERIVATION)
-    groups, run = [], writer.runner.run
+    groups, run, commit = [], writer.runner.run, writer.runner.commit
 
     async def counting_run(work):
         groups.append(len(work.keywords["batches"]))
         return await run(work)
 
-    writer.runner.run = counting_run
+    def counting_commit(work, parts):
+        groups.append(len(work.keywords["plan"]))
+        return commit(work, parts)
+
+    writer.runner.run, writer.runner.commit = counting_run, counting_commit
     return writer, groups
 
 
@@ -250,6 +279,74 @@ async def test_requests_arriving_together_share_one_commit(db, engine_name):
     assert await writer.store(_rows(event("sandbox.running", T0, sandbox_id="sb_alone"))) is not None
     assert groups[-1] == 1
     assert await _count(db, "events") == 9
+
+
+def _staging_writer(db, monkeypatch, engine_name, stage_events):
+    """A counting ``EventWriter`` (see above) on SQLite's writer process, and the sizes of the
+    requests it sends ahead of their commit, in order."""
+    if engine_name != "sqlite":
+        pytest.skip("transactions in stages are the SQLite writer process's")
+    monkeypatch.setattr(service, "STAGE_EVENTS", stage_events)
+    writer, groups = _group_counting_writer(db)
+    staged, stage = [], writer.runner.stage
+
+    def counting_stage(work):
+        staged.append(len(work.keywords["batch"].rows))
+        stage(work)
+
+    writer.runner.stage = counting_stage
+    return writer, groups, staged
+
+
+async def test_sqlite_writer_takes_big_requests_as_they_come_in_the_order_they_came(db, engine_name, monkeypatch):
+    """A request of ``STAGE_EVENTS`` or more goes to the writer process as soon as it is
+    parsed, with the smaller ones queued before it; the commit carries the small ones after
+    it.  Each request keeps its own outcome, the first of two requests that carry one key
+    with different bodies is the one stored, and the usage is derived once for all."""
+    writer, groups, staged = _staging_writer(db, monkeypatch, engine_name, stage_events=3)
+    first = event("sandbox.running", T0, id="evt_k", sandbox_id="sb_a")
+    requests = [
+        _rows(first),  # small, but before a big one
+        _rows(*_lifecycle("sb_b"), {**first, "time": "2026-01-01T00:00:05Z"}),  # 409: evt_k came first
+        _rows(*_lifecycle("sb_c")),
+        _rows(event("sandbox.stopped", "2026-01-01T03:00:00Z", sandbox_id="sb_a")),  # small, after: in the commit
+        _rows(_lifecycle("sb_c")[0]),  # a repeat
+    ]
+    outcomes = await asyncio.gather(*(writer.store(rows) for rows in requests), return_exceptions=True)
+    assert groups == [5] and staged == [1, 5, 4]
+    assert isinstance(outcomes[1], Conflict) and outcomes[1].errors[0]["index"] == 4
+    assert [(o.accepted, o.duplicates) for i, o in enumerate(outcomes) if i != 1] == [(1, 0), (4, 0), (1, 0), (0, 1)]
+    assert await _count(db, "events") == 6
+    intervals, extensions = await _usage_rows(db)
+    assert [(sb, end is None) for sb, _, _, end in intervals] == [  # sb_c's first split at the month's end
+        ("sb_a", False), ("sb_c", False), ("sb_c", False), ("sb_c", True)]
+    assert [sb for sb, *_ in extensions] == ["sb_c"]
+
+
+async def test_sqlite_writer_commits_the_group_before_a_request_that_would_overfill_it(db, engine_name, monkeypatch):
+    """A request that would take the open group past ``MAX_GROUP_EVENTS`` sends that group's
+    commit first (its events must not go into it), and starts the next group."""
+    writer, groups, staged = _staging_writer(db, monkeypatch, engine_name, stage_events=3)
+    monkeypatch.setattr(service, "MAX_GROUP_EVENTS", 6)
+    requests = [_rows(*_lifecycle("sb_1")), _rows(*_lifecycle("sb_2")),
+                _rows(event("sandbox.running", T0, sandbox_id="sb_3"))]
+    outcomes = await asyncio.gather(*(writer.store(rows) for rows in requests))
+    assert [o.accepted for o in outcomes] == [4, 4, 1]
+    assert groups == [1, 2] and staged == [4, 4]
+    assert await _count(db, "events") == 9
+
+
+async def test_sqlite_writer_sends_nothing_ahead_while_another_write_is_under_way(db, engine_name, monkeypatch):
+    """While this process has a write transaction waiting for SQLite's lock or holding it
+    (``Database.write``), requests go with their commit, not ahead of it: a transaction sent
+    in stages holds the lock while the next requests are parsed, and the other write would
+    wait for as long."""
+    writer, groups, staged = _staging_writer(db, monkeypatch, engine_name, stage_events=1)
+    async with db.write():
+        outcomes = await asyncio.gather(*(writer.store(_rows(*_lifecycle(f"sb_{i}"))) for i in range(2)))
+    assert [o.accepted for o in outcomes] == [4, 4] and groups == [2] and staged == []
+    await writer.store(_rows(*_lifecycle("sb_after")))
+    assert groups == [2, 1] and staged == [4]
 
 
 async def test_postgres_sends_two_waiting_requests_beside_the_transaction_under_way(db, engine_name):

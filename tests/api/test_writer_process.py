@@ -5,6 +5,7 @@ import signal
 import sys
 import time
 import types
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -88,6 +89,72 @@ async def test_a_request_the_writer_cannot_read_is_an_error_not_a_crash(sqlite_d
     with pytest.raises(AttributeError):  # cannot be pickled at all: refused before anything is sent
         await runner.run(lambda conn: None)
     assert await runner.run(calls.pid) == before
+
+
+async def _tokens(db) -> list[str]:
+    async with db.read() as session:
+        return list((await session.execute(text("SELECT name FROM api_tokens ORDER BY name"))).scalars())
+
+
+async def test_a_transaction_sent_in_stages_commits_them_all_or_none(sqlite_db, db):
+    """Stages run in the writer's open transaction as they come; the commit gets their results
+    in order and ends it.  A stage that fails, or one the writer cannot read, fails the whole
+    transaction at its commit, and the next one starts clean."""
+    runner = sqlite_db.write_runner()
+    for name in ("a", "b"):
+        runner.stage(partial(calls.insert_token, name=name))
+    assert await runner.commit(calls.names, 2) == ["a", "b"]
+    runner.stage(partial(calls.insert_token, name="c"))
+    runner.stage(calls.refuse)
+    runner.stage(partial(calls.insert_token, name="d"))  # not run: the transaction is lost already
+    with pytest.raises(Conflict, match="refused"):
+        await runner.commit(calls.names, 3)
+    ghost = types.ModuleType("tests.ghost_stage")
+    ghost.pid = lambda conn: os.getpid()
+    ghost.pid.__module__, ghost.pid.__qualname__ = ghost.__name__, "pid"
+    sys.modules[ghost.__name__] = ghost
+    try:
+        runner.stage(partial(calls.insert_token, name="e"))
+        runner.stage(ghost.pid)  # pickles here, cannot be read there
+    finally:
+        del sys.modules[ghost.__name__]
+    with pytest.raises(ModuleNotFoundError):
+        await runner.commit(calls.names, 2)
+    runner.stage(partial(calls.insert_token, name="f"))
+    assert await runner.commit(calls.names, 1) == ["f"]
+    assert await _tokens(db) == ["a", "b", "f"]
+
+
+async def test_stages_lost_with_a_writer_that_died_fail_their_commit(sqlite_db, db):
+    """A writer killed between a transaction's stages and its commit took them with it: the
+    commit reaches the new writer, which has fewer stages than it ends, and refuses it with a
+    503 (nothing of it stored) rather than commit a part."""
+    runner = sqlite_db.write_runner()
+    first = await runner.run(calls.pid)
+    runner.stage(partial(calls.insert_token, name="lost"))
+    os.kill(first, signal.SIGKILL)
+    assert gone(first)
+    runner.stage(partial(calls.insert_token, name="second"))  # reaches the new writer
+    with pytest.raises(Unavailable, match="1 of its 2 requests"):
+        await runner.commit(calls.names, 2)
+    runner.stage(partial(calls.insert_token, name="after"))
+    assert await runner.commit(calls.names, 1) == ["after"]
+    assert await _tokens(db) == ["after"]
+    with pytest.raises(RuntimeError, match="open in stages"):  # a whole transaction may not go inside one
+        runner.stage(partial(calls.insert_token, name="x"))
+        await runner.run(calls.pid)
+    await runner.commit(calls.names, 1)
+
+
+async def test_stages_without_their_commit_are_not_stored_when_the_server_goes(sqlite_db, db):
+    """The server's end closes (it stopped, or died) after some stages of a transaction and
+    before its commit: the writer rolls them back as it exits.  None of them was acknowledged."""
+    runner = sqlite_db.write_runner()
+    pid = await runner.run(calls.pid)
+    runner.stage(partial(calls.insert_token, name="orphan"))
+    await sqlite_db.dispose()
+    assert gone(pid)
+    assert await _tokens(db) == []
 
 
 def test_writer_exits_when_the_server_is_killed(db_url, db, engine_name, tmp_path):

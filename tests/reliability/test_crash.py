@@ -73,15 +73,17 @@ def server(db_url, db, tmp_path):
     proc.stop()
 
 
-@pytest.mark.parametrize("senders", [1, 4])
-async def test_kill_minus_9_during_ingest_loses_nothing_acknowledged(server, db, senders):
+@pytest.mark.parametrize(("senders", "size"), [(1, 5), (4, 5), (4, 60)])
+async def test_kill_minus_9_during_ingest_loses_nothing_acknowledged(server, db, senders, size):
     """With several senders at once, their requests share commits (group commit) and their
-    sandboxes' histories grow past a chunk (usage.derive): each 202 still means stored."""
+    sandboxes' histories grow past a chunk (usage.derive): each 202 still means stored.
+    Batches of 60 events go to the SQLite writer ahead of their commit
+    (events.service.STAGE_EVENTS): a kill between the two loses them, unacknowledged."""
     rng = random.Random(2026)
-    events = lifecycles(rng, workspaces=4, sandboxes=10, per_sandbox=12 * senders)
-    # Many small, paced batches: sending them needs more server uptime (96 x 40 ms per sender)
+    events = lifecycles(rng, workspaces=4, sandboxes=10, per_sandbox=12 * senders * size // 5)
+    # Many paced batches: sending them needs more server uptime (96 x 40 ms per sender)
     # than five kills allow (5 x 0.4 s at most), so every kill lands while clients still send.
-    batches = [events[i : i + 5] for i in range(0, len(events), 5)]
+    batches = [events[i : i + size] for i in range(0, len(events), size)]
     acked: list[list[dict]] = []
     failures = 0
 
