@@ -104,6 +104,12 @@ class SqliteWriter:
         self.checkpointer.poke()
         return result
 
+    def rollback(self) -> None:
+        """End the open transaction, if there is one, storing nothing of it."""
+        staged, self._open = self._open, None
+        if staged is not None:
+            staged.transaction.rollback()
+
     def close(self) -> None:
         self.checkpointer.close()
         self.connection.close()

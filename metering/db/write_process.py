@@ -19,6 +19,7 @@ for them.
 It ends when the server's end closes: the server stopped, or died.  A transaction in
 progress then is finished first; if the server died meanwhile, that transaction is
 stored but was never acknowledged, and the sender's retry finds its events as duplicates.
+One sent in stages whose commit never came is rolled back.
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ def _receive(sock: socket.socket) -> bytes | None:
 def _answer(kind: bytes, request: memoryview, writer: SqliteWriter) -> bytes:
     try:
         if kind == COMMIT:
-            fn, parts = pickle.loads(request)
+            try:
+                fn, parts = pickle.loads(request)
+            except Exception:
+                writer.rollback()  # its stages must not go into the next transaction
+                raise
             return frame((True, writer.commit(fn, parts)))
         return frame((True, writer.run(pickle.loads(request))))
     except Exception as exc:  # noqa: BLE001 - it is the request's answer

@@ -99,7 +99,7 @@ async def _tokens(db) -> list[str]:
 async def test_a_transaction_sent_in_stages_commits_them_all_or_none(sqlite_db, db):
     """Stages run in the writer's open transaction as they come; the commit gets their results
     in order and ends it.  A stage that fails, or one the writer cannot read, fails the whole
-    transaction at its commit, and the next one starts clean."""
+    transaction at its commit, as does a commit it cannot read; the next one starts clean."""
     runner = sqlite_db.write_runner()
     for name in ("a", "b"):
         runner.stage(partial(calls.insert_token, name=name))
@@ -120,6 +120,14 @@ async def test_a_transaction_sent_in_stages_commits_them_all_or_none(sqlite_db, 
         del sys.modules[ghost.__name__]
     with pytest.raises(ModuleNotFoundError):
         await runner.commit(calls.names, 2)
+    runner.stage(partial(calls.insert_token, name="g"))
+    sys.modules[ghost.__name__] = ghost
+    try:
+        ending = runner.commit(ghost.pid, 1)  # the commit itself cannot be read there
+    finally:
+        del sys.modules[ghost.__name__]
+    with pytest.raises(ModuleNotFoundError):
+        await ending
     runner.stage(partial(calls.insert_token, name="f"))
     assert await runner.commit(calls.names, 1) == ["f"]
     assert await _tokens(db) == ["a", "b", "f"]
