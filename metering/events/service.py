@@ -10,10 +10,9 @@ are committed together in the next one (on SQLite the big ones inserted as they 
 ``STAGE_EVENTS``).  Usage derivation must not fold a sandbox from two
 transactions at once: SQLite has one writer anyway, and on PostgreSQL the derivations take a
 lock (``write_group``), while the events of the next transaction go in beside them.
-Repeats inside a request are found on the event loop first (a 409 needs no database).  The
-derivation's grouping is made there too when the writer runs in this process (PostgreSQL)
-and the request is small; the SQLite writer's process makes it itself, which costs less than
-sending it.  On PostgreSQL, whose writer runs on the event loop, a big request is stored in
+Repeats inside a request are found on the event loop first (a 409 needs no database); the
+derivation's grouping is made once per transaction, for all of its requests' rows
+(``write_group``, ``commit_staged``).  On PostgreSQL, whose writer runs on the event loop, a big request is stored in
 pieces and derived with passes of the loop (``PIECE_EVENTS``), so that the loop answers other
 requests in between: in one piece, a 10,000-event batch held it for up to a second on a
 loaded machine.
@@ -608,9 +607,12 @@ class EventWriter:
         return self._queued_events() >= SEND_AHEAD_EVENTS
 
     def _next_group(self) -> list[tuple[Prepared, asyncio.Future[IngestResult]]]:
+        if self.staged:  # the open group is the whole queue: store() cut it at MAX_GROUP_EVENTS
+            group, self._queue = self._queue, []
+            return group
         size, take = 0, 0
         for batch, _ in self._queue:
-            if take and size + len(batch.rows) > MAX_GROUP_EVENTS and not self.staged:
+            if take and size + len(batch.rows) > MAX_GROUP_EVENTS:
                 break
             size += len(batch.rows)
             take += 1
