@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_only, greenlet_spawn
 
 from metering.db.pg_connection import GONE, OwnConnection
+from metering.db.statements import KeyTaken
 from metering.errors import Unavailable
 
 T = TypeVar("T")
@@ -67,7 +68,10 @@ class PgTransaction:
 
     def count(self, sql: str, params: Any) -> int:
         self._begin()
-        status = self._run(self.conn.execute(sql, *params))  # "INSERT 0 3", "DELETE 2", "SELECT 1"
+        try:
+            status = self._run(self.conn.execute(sql, *params))  # "INSERT 0 3", "DELETE 2", "SELECT 1"
+        except asyncpg.UniqueViolationError as exc:
+            raise KeyTaken from exc
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 

@@ -17,6 +17,15 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
+
+
+class KeyTaken(Exception):
+    """A plain ``INSERT`` (no ``ON CONFLICT``) met a key that is stored already: PostgreSQL's
+    unique violation, whichever driver path it came by.  The transaction must be rolled back
+    to a savepoint before it runs anything else."""
 
 
 class Statements(Protocol):
@@ -26,7 +35,8 @@ class Statements(Protocol):
         """The rows of one statement (tuples, or records that unpack like them)."""
 
     def count(self, sql: str, params: Any) -> int:
-        """Run one statement; the rows it changed.  A list of ``params`` runs it once for each."""
+        """Run one statement; the rows it changed.  A list of ``params`` runs it once for each.
+        ``KeyTaken`` for a unique violation on PostgreSQL."""
 
     def open(self, sql: str) -> None:
         """Run the transaction's first statement (no parameters): with its ``BEGIN``, where
@@ -52,7 +62,12 @@ class SqlAlchemyStatements:
 
     def count(self, sql: str, params: Any) -> int:
         if self._raw is None:  # aiosqlite, or asyncpg in a caller's session
-            return self.conn.exec_driver_sql(sql, params).rowcount
+            try:
+                return self.conn.exec_driver_sql(sql, params).rowcount
+            except IntegrityError as exc:
+                if getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION:
+                    raise KeyTaken from exc
+                raise
         run = self._raw.executemany if isinstance(params, list) else self._raw.execute
         return run(sql, params).rowcount
 

@@ -32,7 +32,7 @@ from sqlalchemy import Connection
 
 from metering.core.timeutil import TIME_RANGE, format_time, in_time_range
 from metering.db import Database
-from metering.db.statements import Statements
+from metering.db.statements import KeyTaken, Statements
 from metering.db.upsert import BulkSQL
 from metering.errors import BadRequest, Conflict, Invalid, PayloadTooLarge, field_error
 from metering.events.models import Event
@@ -382,10 +382,18 @@ def _insert(sql: BulkSQL, unique: list[Row], indexes: list[int] | None) -> int:
     ``PIECE_EVENTS`` events, each a statement of its own, so that the loop answers other
     requests between them (its transaction runs on the event loop, db.pg_writer)."""
     step = PIECE_EVENTS if sql.is_pg else max(1, len(unique))
+    # Optimistic on PostgreSQL: a plain insert fails at the first stored key (the caller's
+    # savepoint undoes it), where ON CONFLICT pays a speculative insertion per row (an index
+    # search before the insert and a second WAL record after it): 2026-12-04, 300-event
+    # statements, 11.0-12.5 us of PostgreSQL CPU an event against 14.7-15.3.
+    plain = indexes is None and sql.is_pg
     inserted = 0
     for lo in range(0, len(unique), step):
         piece = unique[lo:lo + step]
-        added = sql.execute_all(sql.insert_chunks(EVENTS, EVENT_COLUMNS, piece, ON_KEY_CONFLICT))
+        try:
+            added = sql.execute_all(sql.insert_chunks(EVENTS, EVENT_COLUMNS, piece, "" if plain else ON_KEY_CONFLICT))
+        except KeyTaken:
+            raise _StoredBefore from None
         if added < len(piece):  # some were stored before: repeats, or conflicts?
             if indexes is None:
                 raise _StoredBefore
@@ -422,8 +430,9 @@ def _insert_together(sql: BulkSQL, batches: list[Prepared]) -> list[IngestResult
     on its own: two of them share a key, or one repeats an event stored before.
 
     Optimistic: all the events are inserted at once, in a savepoint.  If fewer rows went in
-    than were sent, something repeats a stored event: the savepoint is rolled back and the
-    caller inserts each request on its own, where its repeats and conflicts are found.
+    than were sent (on PostgreSQL: if the plain insert met a stored key), something repeats
+    a stored event: the savepoint is rolled back and the caller inserts each request on its
+    own, where its repeats and conflicts are found.
     Nothing is read back in the common case, whatever the group's size.
     """
     owner: dict[tuple[str, str], int] = {}
@@ -476,12 +485,15 @@ def write_group(
 def _insert_group(sql: BulkSQL, batches: list[Prepared], alone: bool) -> tuple[list[IngestResult | Exception], bool]:
     """Insert the requests' events; their outcomes, and whether two of them may share an event.
     ``alone``: the only request of its transaction, whose 409 is raised (no savepoint needed)."""
-    if alone:
+    # A lone request needs no savepoint, unless it is big enough on PostgreSQL for the
+    # optimistic insert (``_insert``) to save more than the savepoint's two round trips cost.
+    if not alone or (sql.is_pg and len(batches[0].unique) >= PIECE_EVENTS):
+        together = _insert_together(sql, batches)
+        if together is not None:
+            return together, False
+    if alone:  # its 409 is raised
         only = batches[0]
         return [_result(only, _insert(sql, only.unique, only.indexes))], False
-    together = _insert_together(sql, batches)
-    if together is not None:
-        return together, False
     return _insert_each(sql, batches), True  # one request after the other: they may share events
 
 

@@ -403,14 +403,25 @@ async def test_postgres_inserts_events_before_it_waits_to_derive(db, engine_name
     assert len((await _usage_rows(db))[0]) == 3  # two giga-mini pieces (a month ends), giga-max open
 
 
-async def test_postgres_transactions_with_the_same_events_at_once_store_and_bill_them_once(db, engine_name):
+@pytest.mark.parametrize("piece", [None, 30])
+async def test_postgres_transactions_with_the_same_events_at_once_store_and_bill_them_once(
+        db, engine_name, monkeypatch, piece):
     """Two ingest transactions at once (two connections) with the same 96 events, in opposite
     orders: their inserts wait on each other's keys (a deadlock that PostgreSQL breaks, and the
     writer runs the failed one again).  Each event is accepted once and billed once: the usage
-    is what one request alone gives."""
+    is what one request alone gives.  With pieces of 30 events each request is big enough for
+    the optimistic plain insert (events.service._insert), which fails at the other's key once
+    that one commits, and starts over with ON CONFLICT."""
     if engine_name != "postgresql":
         pytest.skip("the SQLite writer runs one transaction at a time")
+    from metering.events import service
     from tests.conftest import empty_tables
+
+    tries = []  # what each optimistic insert gave: None when it met a stored key
+    if piece:
+        monkeypatch.setattr(service, "PIECE_EVENTS", piece)
+        optimistic = service._insert_together
+        monkeypatch.setattr(service, "_insert_together", lambda *a: tries.append(optimistic(*a)) or tries[-1])
 
     events = [ev for n in range(24) for ev in _lifecycle(f"sb_twice_{n}")]
     runner = db.write_runner()
@@ -419,6 +430,8 @@ async def test_postgres_transactions_with_the_same_events_at_once_store_and_bill
         for batch in (events, events[::-1])))
     # The one that waited, or ran again, found every event stored.
     assert sorted((o.accepted, o.duplicates) for (o,) in outcomes) == [(0, 96), (96, 0)]
+    if piece:
+        assert None in tries and any(tries)
     together = await _usage_rows(db), await _states(db)
     await empty_tables(db)
     await _write(db, [_rows(*events)])
@@ -495,8 +508,12 @@ async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db
         outcomes[piece] = [(r.accepted, r.duplicates) for r in results], await _usage_rows(db), await _states(db)
     assert outcomes[3] == outcomes[10**6]  # the late runs of the second request among passes of the loop too
     assert outcomes[3][0] == [(15, 0), (5, 3)]
-    if engine_name == "postgresql":  # 15 events in 5 pieces, 8 in 3, and the clash's second piece its conflict
-        assert len(inserts) == 5 + 3 + 2
+    if engine_name == "postgresql":
+        # Each lone request is big (a piece or more): first the optimistic plain inserts, up to
+        # the first stored key, then piece by piece with ON CONFLICT.  15 new events in 5
+        # pieces; 8 with 3 repeats in 2 tried (the second holds the first repeat), then 3;
+        # the clash's first piece fails at once, then 2 (the second its conflict).
+        assert len(inserts) == 5 + (2 + 3) + (1 + 2)
     intervals, _ = outcomes[3][1]
     assert len(intervals) == 5 * 3 and await _count(db, "events") == 20
 
