@@ -22,6 +22,14 @@ from metering.db.sqlite_threads import SQLITE_BUSY_TIMEOUT_MS
 from metering.db.writer import WriteRunner
 
 T = TypeVar("T")
+# Pages of a new SQLite file (the first connection's, the migrations'; a file keeps the size
+# it was made with).  An ingest commit writes every page it dirtied to the WAL, one write
+# and frame header each, and most rows it adds go in at the end of their tables and indexes:
+# bigger pages, fewer of them.  2026-12-04, alternating with 4 KiB, events/s: 10,000-event
+# requests from 2 clients +20% (the writer's CPU per event 21.5 -> 18.3 us), 1,000 x 4
+# +16-21%, 100 x 8 +2-13%, single events from 8 clients -1-2%; 16 KiB gave +30% at
+# 10,000 x 2 but -7-20% on single events, whose commits write whole pages too.
+SQLITE_PAGE_SIZE = 8192
 
 
 def _sqlite_setup(engine: AsyncEngine) -> None:
@@ -31,6 +39,7 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")  # a new file only: see SQLITE_PAGE_SIZE
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")

@@ -1,6 +1,15 @@
+import asyncio
 import re
+import sqlite3
 
+import msgspec
 from sqlalchemy import text
+
+from metering.db import create_database
+from metering.db.engine import SQLITE_PAGE_SIZE
+from metering.events.service import parse_events, store_batch
+from metering.migrate import upgrade
+from tests.factories import event
 
 
 async def test_health(client):
@@ -57,3 +66,28 @@ async def test_request_metrics_are_labelled_by_declared_route(client, admin):
         assert (await client.get(f"/v1/settlements/{settlement}", headers=admin)).status_code == 404
     metrics = (await client.get("/metrics")).text
     assert 'metering_http_request_seconds_count{method="GET",route="/v1/settlements/{settlement_id}",status="404"} 2.0' in metrics
+
+
+async def test_a_new_sqlite_file_has_the_service_page_size_and_an_older_file_keeps_its_own(db, engine_name, tmp_path):
+    """New files get 8 KiB pages (an ingest commit writes fewer, bigger ones); a file made
+    with SQLite's default 4 KiB keeps them, migrates and takes events all the same."""
+    if engine_name != "sqlite":
+        return
+    async with db.read() as session:
+        assert (await session.execute(text("PRAGMA page_size"))).scalar() == SQLITE_PAGE_SIZE == 8192
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:  # as an earlier release made it
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE made_before (x)")
+    url = f"sqlite+aiosqlite:///{old}"
+    await asyncio.to_thread(upgrade, url)  # it runs an event loop of its own
+    older = create_database(url)
+    try:
+        rows = parse_events(msgspec.json.encode([event("sandbox.running", "2026-01-01T00:00:00Z")]), batch=True,
+                            max_events=1, template_known=lambda t, u: True, latest_us=2**62, received_us=0)
+        assert (await store_batch(older, rows)).accepted == 1
+    finally:
+        await older.dispose()
+    with sqlite3.connect(old) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 1
