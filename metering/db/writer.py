@@ -108,7 +108,10 @@ class WriteRunner:
     def _spawn(self) -> tuple[subprocess.Popen[bytes], socket.socket]:
         assert self._path is not None
         ours, theirs = socket.socketpair()
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        try:
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        except OSError:  # Linux caps it quietly; elsewhere a refusal leaves the default, which works
+            pass
         with theirs:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "metering.db.write_process", str(theirs.fileno()), self._path, *self._preload],
