@@ -2,6 +2,7 @@
 importable module, which pytest's test modules are not)."""
 
 import os
+import time
 
 from metering.errors import Conflict
 
@@ -35,8 +36,6 @@ def names(conn, staged: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def sleep(conn, seconds: float) -> None:  # type: ignore[no-untyped-def]
-    import time
-
     time.sleep(seconds)
 
 

@@ -7,15 +7,15 @@ checked again as dicts, event by event, to name every bad event's index and fiel
 
 Writes go through ``EventWriter``: requests that arrive while a transaction is being written
 are committed together in the next one (on SQLite the big ones inserted as they come,
-``STAGE_EVENTS``).  Usage derivation must not fold a sandbox from two
-transactions at once: SQLite has one writer anyway, and on PostgreSQL the derivations take a
-lock (``write_group``), while the events of the next transaction go in beside them.
-Repeats inside a request are found on the event loop first (a 409 needs no database); the
+``STAGE_EVENTS``).  Usage derivation must not fold a sandbox from two transactions at once:
+SQLite has one writer anyway, and on PostgreSQL the derivations take a lock
+(``write_group``), while the events of the next transaction go in beside them.  Repeats
+inside a request are found on the event loop first (a 409 needs no database); the
 derivation's grouping is made once per transaction, for all of its requests' rows
-(``write_group``, ``commit_staged``).  On PostgreSQL, whose writer runs on the event loop, a big request is stored in
-pieces and derived with passes of the loop (``PIECE_EVENTS``), so that the loop answers other
-requests in between: in one piece, a 10,000-event batch held it for up to a second on a
-loaded machine.
+(``write_group``, ``commit_staged``).  On PostgreSQL, whose writer runs on the event loop, a
+big request is stored in pieces and derived with passes of the loop (``PIECE_EVENTS``), so
+that the loop answers other requests in between: in one piece, a 10,000-event batch held it
+for up to a second on a loaded machine.
 """
 
 from __future__ import annotations
