@@ -498,6 +498,7 @@ async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db
     for piece in (10**6, 3):  # in one piece, then in pieces of about 3 events
         monkeypatch.setattr(service, "PIECE_EVENTS", piece)
         monkeypatch.setattr(derive, "PIECE_EVENTS", piece)
+        monkeypatch.setattr(derive, "HOLD_SECONDS", 0)  # a pass after every piece, however quick
         await empty_tables(db)
         inserts.clear()
         results = [(await write([_rows(*first)]))[0], (await write([_rows(*second)]))[0]]
@@ -518,8 +519,9 @@ async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db
     assert len(intervals) == 5 * 3 and await _count(db, "events") == 20
 
 
+@pytest.mark.parametrize(("hold", "pauses"), [(0, 2), (3600, 0)])
 async def test_a_request_in_pieces_reads_the_states_once_and_writes_its_usage_once(db, write, monkeypatch,
-                                                                                    engine_name):
+                                                                                    engine_name, hold, pauses):
     """The derivation is what every other ingest transaction waits for (PG_INGEST_SERIAL): a
     big request, derived with passes of the loop between its sandboxes, still makes one read
     of their states and one write of what they derive, not one of each per pass."""
@@ -548,8 +550,10 @@ async def test_a_request_in_pieces_reads_the_states_once_and_writes_its_usage_on
     monkeypatch.setattr(BulkSQL, "execute_together", counted_write)
     monkeypatch.setattr(service, "PIECE_EVENTS", 3)
     monkeypatch.setattr(derive, "PIECE_EVENTS", 3)  # three sandboxes of four events: a pass before the 2nd and 3rd
+    # ... if the fold has held the loop long enough; never, with an hour.
+    monkeypatch.setattr(derive, "HOLD_SECONDS", hold)
     (result,) = await write([_rows(*[ev for sb in ("sb_1", "sb_2", "sb_3") for ev in _lifecycle(sb)])])
-    assert (result.accepted, calls["states"], calls["writes"], calls["pauses"]) == (12, 1, 1, 2)
+    assert (result.accepted, calls["states"], calls["writes"], calls["pauses"]) == (12, 1, 1, pauses)
     intervals, extensions = await _usage_rows(db)
     assert len(intervals) == 3 * 3 and len(extensions) == 3  # each: two month pieces, then one still open
 
