@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -438,10 +438,19 @@ def differing(old: list[tuple], new: list[tuple], key_of) -> tuple[list[tuple], 
 
 def changed_until(old_intervals: list[tuple], old_extensions: list[tuple], intervals: list[tuple],
                   extensions: list[tuple]) -> int | None:
-    """Where a re-derived sandbox's usage stops differing from what it was (None: nowhere)."""
-    ends = [FOREVER if iv[5] is None else iv[5] for iv in set(old_intervals) ^ set(intervals)]
-    ends += [ext[4] + 1 for ext in set(old_extensions) ^ set(extensions)]
+    """Where a re-derived sandbox's usage stops differing from what it was (None: nowhere).
+
+    Rows are counted, not only compared: a late extension at the same minute, template and
+    deployment as a stored one makes a row equal to it, and its day is billed again."""
+    ends = [FOREVER if iv[5] is None else iv[5] for iv in _counts_differ(old_intervals, intervals)]
+    ends += [ext[4] + 1 for ext in _counts_differ(old_extensions, extensions)]
     return max(ends, default=None)
+
+
+def _counts_differ(old: list[tuple], new: list[tuple]) -> set[tuple]:
+    """The rows that ``old`` and ``new`` hold a different number of."""
+    before, after = Counter(old), Counter(new)
+    return {row for row in before.keys() | after.keys() if before[row] != after[row]}
 
 
 def ended_days(changed: list[tuple[str, int, int]], horizon: int) -> list[tuple[str, int]]:

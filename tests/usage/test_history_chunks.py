@@ -152,3 +152,24 @@ async def test_a_late_event_keeps_the_chunks_before_it(db):
     assert after[:len(kept)] == kept and n_chunks == len(kept)
     rewritten = [e for _, part in before[len(kept):] for e in parse_history(part)]
     assert parse_history(tail)[0] == rewritten[0] and "sb_late_x" in [e[3] for e in parse_history(tail)]
+
+
+async def test_a_late_extension_equal_to_a_stored_one_marks_its_day_changed(db):
+    """Two extensions of one sandbox at the same minute, template and deployment make equal
+    usage rows.  The second, arriving late after its day was billed, still adds a row, and
+    its day must be marked changed (a new version) for billing to pick it up.  Compared as
+    sets, the rows before and after looked the same, and the period was never billed again
+    (seen in the late-usage property test, whose event ids are random)."""
+    stored = event("sandbox.extended", format_time(BASE_US + 30 * MINUTE), id="sb_eq_2", sandbox_id="sb_eq",
+                   minutes=15)
+    late = {**stored, "id": "sb_eq_1"}  # sorts before the stored one: it is re-derived
+    versions = []
+    for events in ([stored], [late]):
+        await _write(db, events)
+        async with db.read() as session:
+            versions.append((await session.execute(text(
+                "SELECT version FROM usage_changed_days WHERE workspace_id = 'ws_1' AND day = :day"),
+                {"day": BASE_US - BASE_US % (24 * 60 * MINUTE)})).scalar_one())
+    _, extensions, _, _ = await _stored(db, "sb_eq")
+    assert extensions == [("giga-mini", BASE_US + 30 * MINUTE, 1)] * 2
+    assert versions[1] == versions[0] + 1
