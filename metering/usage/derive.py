@@ -31,11 +31,12 @@ transactions, so two batches never fold the same sandbox at once.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -180,15 +181,35 @@ class Changes:
         self.rewritten: list[tuple] = []  # the same, history: the whole tail
 
     def apply(self, key: SandboxKey, fold: Fold, events: list[LifecycleEvent], *, shelf: Shelf | None = None,
-              rewrite: bool = False, tail: list[LifecycleEvent] | None = None) -> None:
-        """Continue ``fold`` over ``events`` (sorted, all after ``fold.last``).
+              rewrite: bool = False) -> None:
+        """Continue ``fold`` over ``events`` (sorted, all after ``fold.last``): the rows they
+        add, the open interval they replace, close or extend, and the state row.
 
         The state row: ``events`` appended to the history's tail, ``shelf`` saying where it
         stands (none: a sandbox with no history); with ``rewrite`` the tail is replaced by
-        ``tail`` (default ``events``), and ``shelf`` says where it will stand.
+        ``events``, and ``shelf`` says where it will stand.
         """
         ws, sb = key
         before = fold.open
+        self.fold(key, fold, events)
+        after = fold.open
+        if before is not None and after is not None and before[:3] == after[:3] and before != after:
+            self.extend_open.append((after[3], ws, after[0], sb))
+            before = after
+        if before is not None and before != after:
+            self.drop_open.append((ws, before[0], sb))
+        if after is not None and before != after:
+            self.intervals.append((ws, fold.open_deployment, sb, fold.open_template, fold.open_start, None,
+                                   fold.open_lifetime_end))
+        assert fold.last is not None
+        shelf = shelf or Shelf()
+        (self.rewritten if rewrite else self.states).append(_state_row(
+            key, fold, events, len(events) if rewrite else shelf.tail + len(events), shelf.chunks))
+
+    def fold(self, key: SandboxKey, fold: Fold, events: list[LifecycleEvent]) -> None:
+        """Continue ``fold`` over ``events`` (sorted, all after ``fold.last``), adding the
+        intervals they close and the extensions they bring (not the interval left open)."""
+        ws, sb = key
         if events:
             fold.last = events[-1][:4]
         for time, rank, _source, _event_id, deployment, template, minutes in events:
@@ -211,22 +232,20 @@ class Changes:
                         )
                     fold.open_start = fold.open_template = fold.open_deployment = fold.open_lifetime_end = None
                 fold.terminated = rank == TERMINATED
-        after = fold.open
-        if before is not None and after is not None and before[:3] == after[:3] and before != after:
-            self.extend_open.append((after[3], ws, after[0], sb))
-            before = after
-        if before is not None and before != after:
-            self.drop_open.append((ws, before[0], sb))
-        if after is not None and before != after:
-            self.intervals.append((ws, fold.open_deployment, sb, fold.open_template, fold.open_start, None,
+
+    def fold_to_end(self, key: SandboxKey, fold: Fold, events: list[LifecycleEvent]) -> None:
+        """``fold``, and the interval still open after the events as a row too."""
+        self.fold(key, fold, events)
+        if fold.open_start is not None:
+            self.intervals.append((key[0], fold.open_deployment, key[1], fold.open_template, fold.open_start, None,
                                    fold.open_lifetime_end))
-        assert fold.last is not None
-        shelf = shelf or Shelf()
-        stored = events if tail is None else tail
-        (self.rewritten if rewrite else self.states).append((
-            ws, sb, *fold.last, fold.open_start, fold.open_template, fold.open_deployment, fold.terminated,
-            history_text(stored), fold.open_lifetime_end, len(stored) if rewrite else shelf.tail + len(events),
-            shelf.chunks))
+
+
+def _state_row(key: SandboxKey, fold: Fold, tail: list[LifecycleEvent], tail_events: int, chunks: int) -> tuple:
+    """A ``sandbox_states`` row in STATE_COLUMNS order; its history: ``tail`` (appended, or the whole tail)."""
+    assert fold.last is not None
+    return (*key, *fold.last, fold.open_start, fold.open_template, fold.open_deployment, fold.terminated,
+            history_text(tail), fold.open_lifetime_end, tail_events, chunks)
 
 
 def lifecycle_events(rows: list[tuple]) -> dict[SandboxKey, list[LifecycleEvent]]:
@@ -393,22 +412,34 @@ def _rederive(sql: BulkSQL, batch: _Batch, pace: _Pacer) -> list[tuple[str, Any]
         new = batch.redo[key]
         *chunks, tail = stored[key]
         events = [e for part in (*chunks, tail) for e in part]
-        pace(2 * len(events) + len(new))  # folded twice: as stored, and merged with the new ones
-        old, fresh = Changes(), Changes()  # what the stored events derived; what all of them do
-        old.apply(key, Fold(), events)
-        merged = merge(events, new)
-        kept = kept_chunks(chunks, new[0][:4])  # the rest of the history becomes the tail
-        fresh.apply(key, Fold(), merged, shelf=Shelf(0, kept), rewrite=True,
-                    tail=merged[sum(map(len, chunks[:kept])):])
-        changes.rewritten += fresh.rewritten
+        pace(len(events) + len(new))
+        # A fold goes left to right: the stored events before the first new one derive the
+        # same rows and leave the same state, with or without the new ones.  They are folded
+        # once; only the rest twice, as stored and merged with the new ones, and compared.
+        # (Late events are mostly late by little: the rest is a few events.)
+        first = new[0][:4]
+        split = bisect.bisect_left(events, first)  # events[:split]: those before ``first``
+        before, at_split = Changes(), Fold()
+        before.fold(key, at_split, events[:split])
+        old, fresh = Changes(), Changes()  # what the rest derived; what it does with the new events
+        old.fold_to_end(key, replace(at_split), events[split:])
+        merged = merge(events[split:], new)  # a repeat of a stored event has its order key
+        fold = replace(at_split)
+        fresh.fold_to_end(key, fold, merged)
+        kept = kept_chunks(chunks, first)  # the rest of the history becomes the tail
+        rest = events[sum(map(len, chunks[:kept])):split] + merged  # kept chunks end before ``first``
+        changes.rewritten.append(_state_row(key, fold, rest, len(rest), kept))
         gone["chunks"] += [(*key, seq) for seq in range(kept, len(chunks))]
         # Only the rows that differ are written: a late event in a long history changes a few.
         for kind in ("intervals", "extensions"):
             deleted, inserted = differing(getattr(old, kind), getattr(fresh, kind), _row_key)
             gone[kind] += deleted
-            getattr(changes, kind).extend(inserted)
+            # Rows are deleted by key: an earlier row with a deleted key goes back in.
+            keys = set(deleted)
+            getattr(changes, kind).extend(
+                [*inserted, *(row for row in getattr(before, kind) if _row_key(row) in keys)])
         until = changed_until(old.intervals, old.extensions, fresh.intervals, fresh.extensions)
-        if until is not None:  # a fold goes left to right: nothing before the first new event moves
+        if until is not None:  # nothing before the first new event moves
             batch.changed.append((key[0], new[0][0], until))
     return [
         *sql.for_each_key(INTERVALS, "DELETE FROM usage_intervals", INTERVAL_KEY, sorted(gone["intervals"])),

@@ -154,6 +154,22 @@ async def test_a_late_event_keeps_the_chunks_before_it(db):
     assert parse_history(tail)[0] == rewritten[0] and "sb_late_x" in [e[3] for e in parse_history(tail)]
 
 
+async def test_a_late_event_beside_an_earlier_one_at_the_same_time_keeps_both(db):
+    """Usage rows are replaced by key (workspace, time, sandbox): a late extension between two
+    stored ones of the same minute replaces the rows of that key, and the one that sorts
+    before it (whose fold is not redone) goes back in with them."""
+    spec = [("sandbox.running", 0, "giga-mini"), ("sandbox.extended", 30, "giga-mini"),
+            ("sandbox.extended", 30, "giga-mini"), ("sandbox.stopped", 120, "giga-mini")]
+    events = _events("sb_same", spec)
+    await _write(db, events)
+    late = event("sandbox.extended", format_time(BASE_US + 30 * MINUTE), id="sb_same_1a", sandbox_id="sb_same",
+                 template="giga-mini", minutes=15)  # between sb_same_1 and sb_same_2
+    await _write(db, [late])
+    intervals, extensions, _, _ = await _stored(db, "sb_same")
+    assert extensions == [("giga-mini", BASE_US + 30 * MINUTE, 1)] * 3
+    assert intervals == [("giga-mini", BASE_US, BASE_US + 120 * MINUTE, BASE_US + 60 * MINUTE)]
+
+
 async def test_a_late_extension_equal_to_a_stored_one_marks_its_day_changed(db):
     """Two extensions of one sandbox at the same minute, template and deployment make equal
     usage rows.  The second, arriving late after its day was billed, still adds a row, and
