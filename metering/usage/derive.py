@@ -473,8 +473,10 @@ def changed_until(old_intervals: list[tuple], old_extensions: list[tuple], inter
 
     Rows are counted, not only compared: a late extension at the same minute, template and
     deployment as a stored one makes a row equal to it, and its day is billed again."""
-    ends = [FOREVER if iv[5] is None else iv[5] for iv in _counts_differ(old_intervals, intervals)]
-    ends += [ext[4] + 1 for ext in _counts_differ(old_extensions, extensions)]
+    # With nothing before (a sandbox's events in order), every row is a change.
+    ends = [FOREVER if iv[5] is None else iv[5]
+            for iv in (_counts_differ(old_intervals, intervals) if old_intervals else intervals)]
+    ends += [ext[4] + 1 for ext in (_counts_differ(old_extensions, extensions) if old_extensions else extensions)]
     return max(ends, default=None)
 
 
