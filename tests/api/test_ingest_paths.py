@@ -29,6 +29,7 @@ from metering.events.service import (
     write_group,
 )
 from metering.usage.derive import USAGE_DERIVATION
+from tests.conftest import ENGINES
 from tests.factories import event
 
 T0 = "2026-01-01T00:00:00Z"
@@ -595,6 +596,48 @@ def test_migration_0010_fills_histories_and_drops_sandbox_indexes(tmp_path):
     engine.dispose()
     assert conn.execute('SELECT start, "end" FROM usage_intervals').fetchall() == [(0, 1_800_000_000)]
     conn.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_migration_0021_marks_changed_the_days_with_equal_extensions(tmp_path, engine):
+    """Days that may hold a late extension equal to a stored one, which ingest did not mark
+    changed before (usage.derive.changed_until), are billed again; no other day is."""
+    from contextlib import nullcontext
+
+    from metering.migrate import upgrade
+    from tests.pgdb import throwaway_database
+
+    day = 86_400_000_000
+    equal = ("ws", "dep", "sb", "giga-mini", 3 * day + 60_000_000, 1)
+    extensions = [equal, equal,  # two equal rows: day 3
+                  ("ws", "dep", "sb", "giga-mini", 5 * day, 1),  # alone: day 5
+                  ("ws", "dep", "sb2", "giga-mini", 5 * day, 1),  # another sandbox: day 5 still
+                  ("ws2", "dep", "sb", "giga-pro", 7 * day, 1), ("ws2", "dep", "sb", "giga-pro", 7 * day, 1)]
+    place = nullcontext(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}") if engine == "sqlite" else \
+        throwaway_database("metering_m21")
+    with place as url:
+        upgrade(url, "0020")
+        asyncio.run(_on(url, "INSERT INTO usage_extensions (workspace_id, deployment_id, sandbox_id, template, "
+                             "time, count) VALUES (:w, :d, :s, :t, :time, :c)",
+                        [dict(zip(("w", "d", "s", "t", "time", "c"), row)) for row in extensions]))
+        asyncio.run(_on(url, "INSERT INTO usage_changed_days (workspace_id, day, version) VALUES ('ws2', :d, 4)",
+                        {"d": 7 * day}))
+        upgrade(url)
+        assert asyncio.run(_on(url, "SELECT workspace_id, day, version FROM usage_changed_days ORDER BY 1, 2")) \
+            == [("ws", 3 * day, 1), ("ws2", 7 * day, 5)]
+
+
+async def _on(url, sql, params=None):
+    """One statement in its own transaction on ``url``; its rows, if it returns any."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(text(sql), params)
+            return [tuple(r) for r in result.all()] if result.returns_rows else None
+    finally:
+        await engine.dispose()
 
 
 def _to_rowid_and_back(tmp_path, before: str, table: str, key: str, rows: list[tuple], check) -> None:  # type: ignore[no-untyped-def]
