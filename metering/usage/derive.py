@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from time import perf_counter
 from typing import Any
 
 import msgspec
@@ -363,12 +363,12 @@ class _Pacer:
     """
 
     def __init__(self, sql: BulkSQL) -> None:
-        self.sql, self.folded, self.since = sql, 0, time.perf_counter()
+        self.sql, self.folded, self.since = sql, 0, perf_counter()
 
     def __call__(self, events: int) -> None:
-        if self.folded >= PIECE_EVENTS and time.perf_counter() - self.since >= HOLD_SECONDS:
+        if self.folded >= PIECE_EVENTS and perf_counter() - self.since >= HOLD_SECONDS:
             self.sql.run.pause()
-            self.folded, self.since = 0, time.perf_counter()
+            self.folded, self.since = 0, perf_counter()
         self.folded += events
 
 
@@ -419,8 +419,8 @@ def _rederive(sql: BulkSQL, batch: _Batch, pace: _Pacer) -> list[tuple[str, Any]
         # (Late events are mostly late by little: the rest is a few events.)
         first = new[0][:4]
         split = bisect.bisect_left(events, first)  # events[:split]: those before ``first``
-        before, at_split = Changes(), Fold()
-        before.fold(key, at_split, events[:split])
+        earlier, at_split = Changes(), Fold()
+        earlier.fold(key, at_split, events[:split])
         old, fresh = Changes(), Changes()  # what the rest derived; what it does with the new events
         old.fold_to_end(key, replace(at_split), events[split:])
         merged = merge(events[split:], new)  # a repeat of a stored event has its order key
@@ -437,7 +437,7 @@ def _rederive(sql: BulkSQL, batch: _Batch, pace: _Pacer) -> list[tuple[str, Any]
             # Rows are deleted by key: an earlier row with a deleted key goes back in.
             keys = set(deleted)
             getattr(changes, kind).extend(
-                [*inserted, *(row for row in getattr(before, kind) if _row_key(row) in keys)])
+                [*inserted, *(row for row in getattr(earlier, kind) if _row_key(row) in keys)])
         until = changed_until(old.intervals, old.extensions, fresh.intervals, fresh.extensions)
         if until is not None:  # nothing before the first new event moves
             batch.changed.append((key[0], new[0][0], until))
