@@ -472,7 +472,8 @@ def changed_until(old_intervals: list[tuple], old_extensions: list[tuple], inter
     """Where a re-derived sandbox's usage stops differing from what it was (None: nowhere).
 
     Rows are counted, not only compared: a late extension at the same minute, template and
-    deployment as a stored one makes a row equal to it, and its day is billed again."""
+    deployment as a stored one makes a row equal to it (and, with no interval open, no other
+    row changes), and its day is billed again."""
     # With nothing before (a sandbox's events in order), every row is a change.
     ends = [FOREVER if iv[5] is None else iv[5]
             for iv in (_counts_differ(old_intervals, intervals) if old_intervals else intervals)]

@@ -3,7 +3,9 @@
 Before this revision, ingest compared a re-derived sandbox's usage rows before and after as
 sets.  A late extension at the same minute, template and deployment as a stored one makes a
 row equal to it: the sets were equal, the day was not recorded as changed, and a period
-already billed never got the adjustment for it (the rows themselves were right).  Which of
+already billed never got the adjustment for it (the rows themselves were right).  With an
+interval of the sandbox open at that minute the extension lengthened it, and that row's
+change marked the day: only extensions outside a running interval were missed.  Which of
 the equal rows came late is not recorded, so every ended day holding two equal extension
 rows is marked changed: billing bills the difference between its usage and what was billed
 for it, nothing where nothing was missed.
