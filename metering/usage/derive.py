@@ -34,7 +34,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from time import perf_counter
@@ -199,8 +199,7 @@ class Changes:
         if before is not None and before != after:
             self.drop_open.append((ws, before[0], sb))
         if after is not None and before != after:
-            self.intervals.append((ws, fold.open_deployment, sb, fold.open_template, fold.open_start, None,
-                                   fold.open_lifetime_end))
+            self.intervals.append(_open_row(key, fold))
         assert fold.last is not None
         shelf = shelf or Shelf()
         (self.rewritten if rewrite else self.states).append(_state_row(
@@ -237,8 +236,12 @@ class Changes:
         """``fold``, and the interval still open after the events as a row too."""
         self.fold(key, fold, events)
         if fold.open_start is not None:
-            self.intervals.append((key[0], fold.open_deployment, key[1], fold.open_template, fold.open_start, None,
-                                   fold.open_lifetime_end))
+            self.intervals.append(_open_row(key, fold))
+
+
+def _open_row(key: SandboxKey, fold: Fold) -> tuple:
+    """The interval ``fold`` has open, as a row in INTERVAL_COLUMNS order (no end yet)."""
+    return (key[0], fold.open_deployment, key[1], fold.open_template, fold.open_start, None, fold.open_lifetime_end)
 
 
 def _state_row(key: SandboxKey, fold: Fold, tail: list[LifecycleEvent], tail_events: int, chunks: int) -> tuple:
@@ -474,15 +477,15 @@ def changed_until(old_intervals: list[tuple], old_extensions: list[tuple], inter
     Rows are counted, not only compared: a late extension at the same minute, template and
     deployment as a stored one makes a row equal to it (and, with no interval open, no other
     row changes), and its day is billed again."""
-    # With nothing before (a sandbox's events in order), every row is a change.
-    ends = [FOREVER if iv[5] is None else iv[5]
-            for iv in (_counts_differ(old_intervals, intervals) if old_intervals else intervals)]
-    ends += [ext[4] + 1 for ext in (_counts_differ(old_extensions, extensions) if old_extensions else extensions)]
+    ends = [FOREVER if iv[5] is None else iv[5] for iv in _counts_differ(old_intervals, intervals)]
+    ends += [ext[4] + 1 for ext in _counts_differ(old_extensions, extensions)]
     return max(ends, default=None)
 
 
-def _counts_differ(old: list[tuple], new: list[tuple]) -> set[tuple]:
+def _counts_differ(old: list[tuple], new: list[tuple]) -> Collection[tuple]:
     """The rows that ``old`` and ``new`` hold a different number of."""
+    if not old:  # a sandbox's events in order: every row is new, nothing to count
+        return new
     before, after = Counter(old), Counter(new)
     return {row for row in before.keys() | after.keys() if before[row] != after[row]}
 
