@@ -19,20 +19,22 @@ from alembic import op
 
 from metering.core.periods import DAY_US
 from metering.db.base import now_us
+from metering.usage.derive import CHANGED_DAY_UPSERT
 
 revision = "0021"
 down_revision = "0020"
 branch_labels = None
 depends_on = None
 
-# ``WHERE true``: SQLite's parser needs it before an upsert's ON CONFLICT after a SELECT.
+# A day already marked gets a new version, as ingest gives it.  ``WHERE true``: SQLite's
+# parser needs it before an upsert's ON CONFLICT after a SELECT.
 MARK_DAYS = sa.text(f"""
 INSERT INTO usage_changed_days (workspace_id, day, version)
 SELECT DISTINCT workspace_id, time - time % {DAY_US}, 1 FROM (
     SELECT workspace_id, time FROM usage_extensions WHERE time < :today
     GROUP BY workspace_id, deployment_id, sandbox_id, template, time, count HAVING count(*) > 1
 ) AS equal WHERE true
-ON CONFLICT (workspace_id, day) DO UPDATE SET version = usage_changed_days.version + 1
+{CHANGED_DAY_UPSERT}
 """)
 
 
