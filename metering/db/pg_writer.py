@@ -24,7 +24,7 @@ later, nothing was committed, or (lost in the ``COMMIT``) nobody knows: the requ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -74,6 +74,14 @@ class PgTransaction:
             raise KeyTaken from exc
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
+
+    def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        self._begin()
+        try:
+            status = self._run(self.conn.copy_records_to_table(table, records=rows, columns=list(columns)))
+        except asyncpg.UniqueViolationError as exc:
+            raise KeyTaken from exc
+        return int(status.rsplit(" ", 1)[-1])  # "COPY 300"
 
     def open(self, sql: str) -> None:
         if self.begun:

@@ -12,7 +12,7 @@ given a connection by the writer (db.writer) or a caller in a transaction:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
@@ -37,6 +37,10 @@ class Statements(Protocol):
     def count(self, sql: str, params: Any) -> int:
         """Run one statement; the rows it changed.  A list of ``params`` runs it once for each.
         ``KeyTaken`` for a unique violation on PostgreSQL."""
+
+    def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int | None:
+        """PostgreSQL's ``COPY`` of ``rows`` into ``table``: how many went in, ``KeyTaken`` at a
+        stored key (there is no ``ON CONFLICT``); None where this connection cannot (insert them)."""
 
     def open(self, sql: str) -> None:
         """Run the transaction's first statement (no parameters): with its ``BEGIN``, where
@@ -70,6 +74,9 @@ class SqlAlchemyStatements:
                 raise
         run = self._raw.executemany if isinstance(params, list) else self._raw.execute
         return run(sql, params).rowcount
+
+    def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int | None:
+        return None  # through SQLAlchemy: not worth its own driver path
 
     def open(self, sql: str) -> None:
         self.count(sql, ())  # SQLAlchemy has begun the transaction, or begins it now

@@ -391,7 +391,8 @@ def _insert(sql: BulkSQL, unique: list[Row], indexes: list[int] | None) -> int:
     for lo in range(0, len(unique), step):
         piece = unique[lo:lo + step]
         try:
-            added = sql.execute_all(sql.insert_chunks(EVENTS, EVENT_COLUMNS, piece, "" if plain else ON_KEY_CONFLICT))
+            added = (sql.insert_new(EVENTS, EVENT_COLUMNS, piece) if plain
+                     else sql.execute_all(sql.insert_chunks(EVENTS, EVENT_COLUMNS, piece, ON_KEY_CONFLICT)))
         except KeyTaken:
             raise _StoredBefore from None
         if added < len(piece):  # some were stored before: repeats, or conflicts?

@@ -483,15 +483,21 @@ async def test_a_big_request_in_pieces_stores_and_derives_what_one_piece_does(db
     from metering.usage import derive
     from tests.conftest import empty_tables
 
-    inserts = []  # the events inserts of each try
-    chunks = service.BulkSQL.insert_chunks
+    inserts = []  # the events inserts of each try: plain (insert_new, by COPY on the writer's
+    # connection) or ON CONFLICT (insert_chunks with a clause)
+    chunks, plain = service.BulkSQL.insert_chunks, service.BulkSQL.insert_new
 
-    def counted(sql, table, *args):
-        if table is service.EVENTS:
+    def counted_chunks(sql, table, columns, rows, on_conflict=""):
+        if table is service.EVENTS and on_conflict:
             inserts.append(1)
-        return chunks(sql, table, *args)
+        return chunks(sql, table, columns, rows, on_conflict)
 
-    monkeypatch.setattr(service.BulkSQL, "insert_chunks", counted)
+    def counted_plain(sql, table, *args):
+        inserts.append(1)
+        return plain(sql, table, *args)
+
+    monkeypatch.setattr(service.BulkSQL, "insert_chunks", counted_chunks)
+    monkeypatch.setattr(service.BulkSQL, "insert_new", counted_plain)
     sandboxes = [f"sb_{n}" for n in range(5)]
     first = [ev for sb in sandboxes for ev in _lifecycle(sb)[1:]]  # arrive before their runs
     second = [_lifecycle(sb)[0] for sb in sandboxes] + first[:3]  # the late runs, and repeats
