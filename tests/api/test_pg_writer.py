@@ -83,6 +83,31 @@ async def test_an_error_rolls_back_and_the_connection_goes_on(runner, db):
     assert await runner.run(_pid) == first
 
 
+async def test_copy_stores_its_rows_and_a_stored_key_is_key_taken(runner, db):
+    """``PgTransaction.copy`` (the events' optimistic insert, events.service._insert): how many
+    rows went in; a key stored before fails the whole COPY as ``KeyTaken``, and rolled back to
+    its savepoint the transaction goes on with what it stored before."""
+    from metering.db.statements import KeyTaken
+
+    async with db.connect() as conn:
+        await conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS pg_writer_copy (k text PRIMARY KEY, n bigint, note text)")
+        await conn.exec_driver_sql("DELETE FROM pg_writer_copy")
+        await conn.commit()
+
+    def write(tx):
+        tx.open("SELECT 1")
+        copied = tx.copy("pg_writer_copy", ("k", "n", "note"), [("a", 1, None), ("b", 2**40, 'quote " and \\ backslash')])
+        with pytest.raises(KeyTaken):
+            with tx.savepoint():
+                tx.copy("pg_writer_copy", ("k", "n", "note"), [("c", 3, None), ("a", 4, None)])
+        return copied
+
+    assert await runner.run(write) == 2
+    async with db.read() as session:
+        rows = (await session.execute(text("SELECT k, n, note FROM pg_writer_copy ORDER BY k"))).all()
+    assert [tuple(r) for r in rows] == [("a", 1, None), ("b", 2**40, 'quote " and \\ backslash')]
+
+
 async def _crossing(runner, db):
     """Two transactions on the writer's two connections at once, each inserting first the key
     the other inserts second: each waits for the other, and PostgreSQL fails one of them
